@@ -1,0 +1,48 @@
+"""Starting (or joining) Ray the same way everywhere in rbcray.
+
+Inside ``ray job submit`` (``RAY_ADDRESS`` is set) or with an explicit address, rbcray joins that
+cluster. Otherwise it starts a private local instance (``address="local"``), so a stray
+``ray start --head`` on the machine is never joined by accident.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+# No usage reporting, ever (the brief's machines have no internet, and users did not opt in).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def init_ray(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    include_dashboard: bool = False,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """Start or join Ray once per process; returns the cluster's resources.
+
+    ``address``: ``None`` joins ``$RAY_ADDRESS`` when set, else starts a local instance;
+    ``"auto"`` joins a running ``ray start`` cluster; anything else is passed to ``ray.init``.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return dict(ray.cluster_resources())
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]
+    opts: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if address is None or address == "local":
+        opts.update(address="local", include_dashboard=include_dashboard)
+        if num_cpus is not None:
+            opts["num_cpus"] = num_cpus
+        if object_store_memory is not None:
+            opts["object_store_memory"] = object_store_memory
+    else:
+        opts["address"] = address
+    opts.update(kwargs)
+    ray.init(**opts)
+    # Ray Data prints a progress bar per operator; keep them, but not the verbose execution logs.
+    return dict(ray.cluster_resources())
