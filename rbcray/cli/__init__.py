@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from rbcray import __version__
 from rbcray.errors import RbcrayError
 
-COMMAND_MODULES = (
-    "rbcray.cli.data_cmds",
-    "rbcray.cli.demo_cmd",
+COMMAND_MODULES: tuple[str, ...] = (
+    # one module per stage; each adds its subcommands
 )
 
 

@@ -1,0 +1,7 @@
+"""``python -m rbcray`` runs the CLI."""
+
+import sys
+
+from rbcray.cli import main
+
+sys.exit(main())
