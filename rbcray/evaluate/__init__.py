@@ -1,0 +1,1 @@
+"""Downstream evaluation (paper Sec. 5, Table 2): does synthetic data help real models?"""

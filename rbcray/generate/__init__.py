@@ -1,0 +1,1 @@
+"""The generation engine: sample ids -> synthetic masks -> generated images -> dataset shards."""

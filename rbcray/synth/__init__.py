@@ -1,0 +1,1 @@
+"""Synthetic instance masks (paper Sec. 4.1): shape bank, cell count, adhesive placement, colouring."""
