@@ -1,0 +1,90 @@
+"""CLI for the data stage: ``rbcray fetch``, ``rbcray annotate``, ``rbcray stats``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rbcray.errors import RbcrayError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fetch", help="resolve (and download if needed) a public dataset; print its folder")
+    p.add_argument("name", help="dataset name: chula-rbc-12 or bccd-txl-pbc")
+    p.add_argument("--data-dir", help="folder holding the dataset (or the dataset itself)")
+    p.add_argument("--verify", action="store_true", help="check every file's SHA-256 against the registry")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("annotate", help="derive instance masks from smears by classical segmentation")
+    p.add_argument("source", help="dataset name (chula-rbc-12, bccd-txl-pbc) or a folder of images")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--limit", type=int, help="annotate only the first N images")
+    p.add_argument("--cell-size", type=float, help="expected cell diameter in pixels (default: per dataset)")
+    p.add_argument("--workers", type=int, default=1, help="processes to use (output is identical for any number)")
+    p.add_argument("--data-dir", help="where the named dataset lives (default: RBCRAY_DATA_DIR, ../shared/data, cache)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=cmd_annotate)
+
+    p = sub.add_parser("stats", help="Table 1 and spatial statistics of a dataset folder")
+    p.add_argument("dir", help="dataset folder (from rbcray annotate / rbcray masks)")
+    p.add_argument("--json", help="where to write the JSON (default DIR/stats.json)")
+    p.add_argument("--markdown", help="where to write the Markdown (default DIR/stats.md)")
+    p.add_argument("--no-color", action="store_true", help="skip colour statistics (faster; no image reads)")
+    p.set_defaults(func=cmd_stats)
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from rbcray.data.download import verify_local
+    from rbcray.data.registry import resolve_dataset
+
+    folder = resolve_dataset(args.name, args.data_dir)
+    if args.verify:
+        problems = verify_local(folder, args.name)
+        if problems:
+            for p in problems[:20]:
+                print(p, file=sys.stderr)
+            raise RbcrayError(f"{folder}: {len(problems)} file(s) differ from the registry's checksums")
+        print(f"verified: every file of {args.name} matches its checksum", file=sys.stderr)
+    print(folder)
+    return 0
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from rbcray.data.annotate import annotate_source, config_for_source
+    from rbcray.data.sources import open_source
+
+    if args.limit is not None and args.limit <= 0:
+        raise RbcrayError(f"--limit {args.limit}: must be a positive number of images")
+    if args.workers < 1:
+        raise RbcrayError(f"--workers {args.workers}: must be at least 1")
+    src = open_source(args.source, args.data_dir)
+    overrides = {} if args.cell_size is None else {"cell_size": args.cell_size}
+    cfg = config_for_source(src.name, **overrides)
+    n = len(src.images) if args.limit is None else min(args.limit, len(src.images))
+    print(f"annotating {n} image(s) of {src.name} from {src.root}", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 25 == 0:
+            print(f"  {done}/{total}", file=sys.stderr)
+
+    out = annotate_source(src, args.out, cfg, limit=args.limit, overwrite=args.overwrite, workers=args.workers, progress=progress)
+    print(out)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from rbcray.data.dataset import Dataset
+    from rbcray.data.stats import dataset_stats, to_markdown
+    from rbcray.io import atomic_write_bytes, write_json
+
+    ds = Dataset.open(args.dir)
+    st = dataset_stats(ds, with_color=not args.no_color)
+    md = to_markdown(st)
+    json_path = Path(args.json) if args.json else Path(args.dir) / "stats.json"
+    md_path = Path(args.markdown) if args.markdown else Path(args.dir) / "stats.md"
+    write_json(json_path, st)
+    atomic_write_bytes(md_path, md.encode())
+    print(md)
+    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    return 0
