@@ -25,12 +25,15 @@ The fast form: why it samples the same distribution
    (k/(k+1)) ... ((i-1)/i) = k/i). So it is *almost* the running mean of all kernels, except that
    the initial ones share one extra slot. Drawing a kernel with these weights costs one integer:
    u uniform in {0..i-1}; u <= n_init -> a uniformly chosen initial cell, else cell u - 1.
-2. *One kernel.* Every z has the same shape, so sampling a kernel's own (normalised) density is
-   sampling one fixed offset distribution. In polar coordinates about l the density of the ring
-   part is proportional to r exp(-r^2 / 2 sigma^2) for r > cell_size: a Rayleigh law truncated at
-   cell_size, whose inverse CDF is closed-form, r = sqrt(cell_size^2 + 2 sigma^2 E) with
-   E ~ Exp(1), i.e. r = cell_size * sqrt(1 + E / ln 2), angle uniform. The disc part (mass
-   inner * pi * cell_size^2 against the ring's pi * sigma^2) is uniform in the disc.
+2. *One kernel, exactly on the pixel lattice.* Centres are whole pixels and z depends only on
+   the offset, so drawing from one kernel's own normalised map is drawing an integer offset
+   (dx, dy) with probability z(dx, dy) / sum over the lattice of z: one fixed discrete law for the
+   whole run. :func:`kernel_offsets` tabulates it once (the lattice points with 0 <= dy <= dx,
+   each weighted by its number of images under the 8 symmetries of the square, out to the radius
+   beyond which z holds less than 1e-10 of its mass) and Walker's alias method draws from the
+   table in O(1); a uniform random sign flip of x, of y and a swap of x and y then picks one
+   image uniformly, which restores the full law. This is the literal map's law at pixel centres,
+   "set low" disc included, not a continuous approximation of it.
 3. *Mixture normalisation and the canvas.* With peak-1 kernels each kernel has the same total mass
    on the plane, so P / sum P on the plane is the mixture with weights w_j. P is only defined on
    the canvas: a kernel near the border loses mass outside it. Drawing from the plane mixture and
@@ -44,12 +47,10 @@ The fast form: why it samples the same distribution
    draws from P(i), so the accepted place is distributed as P(i) restricted to the feasible places
    in both (the fast form tests draws in small batches, but accepts the first feasible one in draw
    order, which is the same law as one-at-a-time rejection).
-5. *Pixels.* The literal map evaluates z at pixel centres; the fast form draws a continuous point
-   and rounds it to the nearest pixel, i.e. integrates z over the pixel. The two laws differ only
-   through the curvature of z over one pixel and the disc edge cutting pixels: the total-variation
-   distance between the two exact pixel distributions is measured by ``tests/test_synth_eq3.py``
-   and reported in docs/masks.md (about 0.4 % for 46 px cells; it shrinks with cell size as
-   1 / cell_size).
+5. *Cost.* Per draw: one uniform for the slot, one for the initial cell, one for the alias
+   column and coin, one for the symmetry, a few array lookups; no map. Measured against the
+   literal map by ``tests/test_synth_eq3.py`` (Monte-Carlo histograms of both samplers agree to
+   sampling noise) and timed by ``benchmarks/bench_masks.py``.
 
 Uniform placement (the paper's baseline, Fig. 4) draws every centre uniformly on the canvas.
 """
@@ -116,36 +117,81 @@ def probability_map(
     return p
 
 
+def _alias(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker/Vose alias table (threshold, alias) of a discrete law given by ``weights``."""
+    n = len(weights)
+    q = (weights / weights.sum() * n).tolist()
+    prob = [1.0] * n
+    alias = list(range(n))
+    small = [i for i in range(n) if q[i] < 1.0]
+    large = [i for i in range(n) if q[i] >= 1.0]
+    while small and large:
+        s_, g = small.pop(), large[-1]
+        prob[s_], alias[s_] = q[s_], g
+        q[g] -= 1.0 - q[s_]
+        if q[g] < 1.0:
+            small.append(large.pop())
+    return np.asarray(prob), np.asarray(alias, dtype=np.int64)
+
+
+_OFFSETS: dict[tuple[float, float], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def kernel_offsets(cell_size: float, inner: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, threshold, alias): the one-kernel offset law on the lattice, first octant, as an alias table.
+
+    Offsets (a, b) with 0 <= b <= a, weighted by z(a, b) times the number of distinct lattice
+    points among (+-a, +-b), (+-b, +-a); points farther than the radius where z's remaining mass
+    falls below 1e-10 are left out. Cached per (cell_size, inner).
+    """
+    key = (float(cell_size), float(inner))
+    if key not in _OFFSETS:
+        sigma = kernel_sigma(cell_size)
+        r_max = int(math.ceil(math.sqrt(2.0 * sigma * sigma * math.log(2e10)))) + 1
+        aa, bb = np.meshgrid(np.arange(r_max + 1), np.arange(r_max + 1), indexing="ij")
+        keep = (bb <= aa) & (aa * aa + bb * bb <= r_max * r_max)
+        a, b = aa[keep].astype(np.int64), bb[keep].astype(np.int64)
+        d2 = (a * a + b * b).astype(np.float64)
+        z = np.exp(-d2 / (2.0 * sigma * sigma))
+        z[d2 <= cell_size * cell_size] = inner
+        mult = np.where((a == 0) & (b == 0), 1, np.where((b == 0) | (a == b), 4, 8))
+        w = z * mult
+        live = w > 0
+        a, b, w = a[live], b[live], w[live]
+        prob, alias = _alias(w)
+        if len(_OFFSETS) > 16:
+            _OFFSETS.clear()
+        _OFFSETS[key] = (a, b, prob, alias)
+    return _OFFSETS[key]
+
+
 class CandidateStream:
     """Draws candidate places for the fast form, one at a time or in vectorised batches.
 
     Random numbers come in chunks (kernel slot, initial cell, offset); offsets from a kernel
-    centre do not depend on the state, so they are drawn for a whole chunk at once and rounded to
-    whole pixels (centres are whole pixels, so rounding the offset rounds the place). The kernel
-    choice depends on how many cells are placed and is made when a candidate is taken.
+    centre do not depend on the state, so they are drawn for a whole chunk at once (see
+    :func:`kernel_offsets`). The kernel choice depends on how many cells are placed and is made
+    when a candidate is taken.
     """
 
     def __init__(self, rng: np.random.Generator, cell_size: float, inner: float = 0.0, chunk: int = 4096) -> None:
         self.rng = rng
-        self.cell_size = float(cell_size)
-        self.inner = float(inner)
         self.chunk = chunk
         self.pos = chunk
-        sigma2 = kernel_sigma(cell_size) ** 2
-        # probability that an offset falls in the disc (mass inner*pi*R^2 vs the ring's pi*sigma^2)
-        self.p_disc = self.inner * self.cell_size**2 / (self.inner * self.cell_size**2 + sigma2) if inner > 0 else 0.0
+        self.table = kernel_offsets(cell_size, inner)
 
     def _refill(self) -> None:
-        u = self.rng.random((4, self.chunk))  # kernel slot, initial cell, radius, angle
-        r2 = self.cell_size**2 * (1.0 - np.log1p(-u[2]) / LN2)  # truncated Rayleigh, inverse CDF
-        if self.p_disc > 0:
-            v = self.rng.random(self.chunk)
-            disc = v < self.p_disc  # then v / p_disc is uniform on [0, 1): uniform in the disc
-            r2 = np.where(disc, self.cell_size**2 * (v / self.p_disc), r2)
-        theta = u[3] * (2.0 * math.pi)
-        r = np.sqrt(r2)
-        self.dx = np.rint(r * np.cos(theta)).astype(np.int64)
-        self.dy = np.rint(r * np.sin(theta)).astype(np.int64)
+        a, b, prob, alias = self.table
+        u = self.rng.random((4, self.chunk))  # kernel slot, initial cell, alias column + coin, symmetry
+        t = u[2] * len(a)
+        col = t.astype(np.int64)
+        k = np.where(t - col < prob[col], col, alias[col])
+        sym = (u[3] * 8.0).astype(np.int64)  # 3 random bits: swap, sign of x, sign of y
+        ox, oy = a[k], b[k]
+        swap = (sym & 1) == 1
+        ox, oy = np.where(swap, oy, ox), np.where(swap, ox, oy)
+        self.dx = np.where(sym & 2, -ox, ox)
+        self.dy = np.where(sym & 4, -oy, oy)
         self.u0, self.u1 = u[0], u[1]
         self.pos = 0
 
