@@ -182,3 +182,21 @@ def test_empty_shape_bank_file_is_an_error(tmp_path) -> None:
     with pytest.raises(DataError, match="shape bank would be empty"):
         build_shape_bank(tmp_path / "ds", tmp_path / "s.parquet")
     assert not (tmp_path / "s.parquet").exists()
+
+
+def test_augmented_cells_are_consistent(bank) -> None:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        k = int(rng.integers(len(bank)))
+        cell = bank.augment(k, float(rng.uniform(0, 360)), float(rng.uniform(0.5, 2.0)), bool(rng.integers(2)), bool(rng.integers(2)))
+        m = cell.mask
+        assert m.any() and m[0].any() and m[-1].any() and m[:, 0].any() and m[:, -1].any()  # tight box
+        padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+        assert np.array_equal(cell.dil, cv2.dilate(padded, np.ones((3, 3), np.uint8)))
+        px, py = bank.probes_of(cell)
+        assert len(px) > 0 and (m[py + cell.ay, px + cell.ax] == 1).all()  # probes are cell pixels
+    # area scales with scale^2, flips and rotations keep it (up to resampling)
+    base = cv2.countNonZero(bank.augment(0, 0.0, 1.0, False, False).mask)
+    assert abs(cv2.countNonZero(bank.augment(0, 37.0, 2.0, True, True).mask) / base - 4.0) < 0.3

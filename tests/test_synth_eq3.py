@@ -17,6 +17,17 @@ from rbcray.synth.placement import (
 W, H, CELL, N_INIT = 120, 88, 12.0, 20
 
 
+def _stream(seed: int, inner: float = 0.0, width: int = W, height: int = H) -> CandidateStream:
+    s = CandidateStream(np.random.default_rng(seed), CELL, inner, width, height, 0, 0, N_INIT)
+    s.M = s.reach + 1
+    s.row = width + 2 * s.M
+    return s
+
+
+def _xy(s: CandidateStream, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return F % s.row - s.M, F // s.row - s.M
+
+
 def _centres(k: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.stack([rng.integers(0, W, k), rng.integers(0, H, k)], axis=1)
@@ -53,17 +64,21 @@ def test_kernel_table_is_the_lattice_kernel() -> None:
     assert np.abs(table - full).sum() < 1e-9
 
 
-@pytest.mark.parametrize("inner", [0.0, 0.1])
-def test_fast_sampler_follows_the_literal_map(inner: float) -> None:
+@pytest.mark.parametrize("inner,mode", [(0.0, "batch"), (0.1, "batch"), (0.0, "one at a time")])
+def test_fast_sampler_follows_the_literal_map(inner: float, mode: str) -> None:
     c = _centres(40, seed=1)
     p = probability_map(c, W, H, CELL, N_INIT, inner)
-    xs, ys = c[:, 0].astype(np.int64), c[:, 1].astype(np.int64)
-    stream = CandidateStream(np.random.default_rng(2), CELL, inner)
-    n = 400_000
+    stream = _stream(2, inner)
+    fc = (c[:, 1].astype(np.int64) + stream.M) * stream.row + c[:, 0] + stream.M
+    xs, ys = c[:, 0].tolist(), c[:, 1].tolist()
+    n = 400_000 if mode == "batch" else 150_000
     hist = np.zeros((H, W))
     got = 0
     while got < n:
-        x, y = stream.adhesive_batch(4096, xs, ys, len(c), N_INIT)
+        if mode == "batch":
+            x, y = _xy(stream, stream.adhesive_batch(4096, fc, len(c)))
+        else:
+            x, y = np.array([stream.adhesive(xs, ys, len(c)) for _ in range(4096)]).T
         on = (x >= 0) & (x < W) & (y >= 0) & (y < H)  # off-canvas draws are redrawn (rejection)
         x, y = x[on][: n - got], y[on][: n - got]
         np.add.at(hist, (y, x), 1)
@@ -80,16 +95,16 @@ def test_fast_sampler_follows_the_literal_map(inner: float) -> None:
 
 
 def test_kernel_choice_follows_the_mixture_weights() -> None:
-    stream = CandidateStream(np.random.default_rng(4), CELL)
-    # centres 10000 px apart: which kernel a draw came from is its x rounded to 10000
+    # centres 1000 px apart: which kernel a draw came from is its x rounded to 1000
+    stream = _stream(4, width=30_000)
+    fc = np.arange(30, dtype=np.int64) * 1000 + stream.M + 100 * stream.row
     n = 300_000
     counts = np.zeros(30)
-    xs = np.arange(30, dtype=np.int64) * 10_000
-    ys = np.zeros(30, dtype=np.int64)
     done = 0
     while done < n:
-        x, _ = stream.adhesive_batch(4096, xs, ys, 30, N_INIT)
-        k = np.rint(x / 10_000).astype(np.int64)
+        x, _ = _xy(stream, stream.adhesive_batch(4096, fc, 30))
+        x = x / 1000.0
+        k = np.rint(x).astype(np.int64)
         np.add.at(counts, k, 1)
         done += len(x)
     np.testing.assert_allclose(counts / done, mixture_weights(30, N_INIT), atol=0.003)

@@ -69,6 +69,10 @@ class SynthConfig:
     #: augmentation: horizontal / vertical flip probabilities
     flip_h_prob: float = 0.5
     flip_v_prob: float = 0.5
+    #: distinct augmented shapes per mask (0 = every cell its own): a mask with more cells re-uses
+    #: them, each re-use turned by a random grid symmetry that leaves the augmentation law
+    #: unchanged (see engine.py); bounds the cost of augmentation on large canvases
+    shapes_per_mask: int = 128
     #: shape-bank categories to draw exemplars from (COCO ids; 1 = RBC)
     categories: tuple[int, ...] = (1,)
 
@@ -89,6 +93,7 @@ class SynthConfig:
             v = getattr(self, k)
             check(0.0 <= v <= 1.0, f"{k} = {v} must be a probability in [0, 1]")
         check(0.1 <= self.scale_min <= self.scale_max <= 10.0, f"scale range [{self.scale_min}, {self.scale_max}] must satisfy 0.1 <= min <= max <= 10")
+        check(self.shapes_per_mask >= 0, f"shapes_per_mask = {self.shapes_per_mask} must be >= 0 (0 = no re-use)")
         check(len(self.categories) >= 1, "categories must name at least one category id")
         longest = self.cell_size * self.scale_max
         check(

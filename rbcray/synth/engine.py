@@ -14,9 +14,9 @@ colours free. It then takes a colour uniformly among the free ones. After ``max_
 draws the cell is given up; more than ``max_unplaced * n`` given-up cells is an error (the density
 cannot be placed), so a mask never loops forever.
 
-Speed (benchmarks/bench_masks.py): everything per cell is local to the cell's bounding box. Two
-padded canvases are kept: ``lab`` (uint16 instance ids) and ``col`` (the cell's colour as one bit,
-1 << c). A draw is rejected first by one pixel read (its centre is occupied), then by
+Speed (benchmarks/bench_masks.py): everything per cell is local to the cell's bounding box. One
+padded canvas is kept while placing: ``col`` (the cell's colour as one bit, 1 << c); the instance
+map is painted at the end, row band by row band. A draw is rejected first by one pixel read (its centre is occupied), then by
 ``cv2.minMaxLoc`` of ``col`` under the cell's mask (overlap), and the colours of its neighbours
 are one OR-reduction of ``col`` under the cell dilated by one pixel. Cells may stick out of the
 canvas (they are cut by the border like real ones); the canvases have a margin so no window is
@@ -36,14 +36,13 @@ from rbcray.data.formats import PALETTE
 from rbcray.errors import DataError
 from rbcray.synth.config import SynthConfig
 from rbcray.synth.placement import CandidateStream
-from rbcray.synth.shapes import ShapeBank
+from rbcray.synth.shapes import ROTATIONS_90, Cell, ShapeBank, turn, turn_offsets
 
 #: Columns of the per-cell table, in order (all arrays of length n_cells, row k = instance k + 1).
 CELL_COLUMNS = (
     "id", "x0", "y0", "x1", "y1", "cx", "cy", "area", "category", "exemplar",
-    "angle", "scale", "flip_h", "flip_v", "color",
+    "angle", "scale", "flip_h", "flip_v", "turn", "shape", "color",
 )
-_MAX_OFF_CANVAS = 1000  # consecutive adhesive draws off the canvas that count as one failed try
 
 
 @dataclass
@@ -76,11 +75,11 @@ class MaskSample:
     def color_mask(self) -> np.ndarray:
         """The colour-coded mask, RGB uint8 (H, W, 3): each cell in its palette colour."""
         bits = self._colbits
-        if bits.dtype == np.uint8:
-            lut = np.zeros((256, 1, 3), np.uint8)
+        if bits.dtype == np.uint8:  # one 256-entry table per channel (cv2.LUT), then merged
+            luts = np.zeros((3, 256), np.uint8)
             for c in range(8):
-                lut[1 << c, 0] = PALETTE[c]
-            return cv2.LUT(cv2.cvtColor(bits, cv2.COLOR_GRAY2RGB), lut.reshape(1, 256, 3))
+                luts[:, 1 << c] = PALETTE[c]
+            return cv2.merge([cv2.LUT(bits, luts[ch]) for ch in range(3)])
         lut16 = np.zeros((65536, 3), np.uint8)
         for c in range(16):
             lut16[1 << c] = PALETTE[c]
@@ -107,6 +106,19 @@ def draw_count(rng: np.random.Generator, cfg: SynthConfig) -> int:
     return max(0, int(round(n)))
 
 
+def _turns(cfg: SynthConfig) -> tuple[int, ...]:
+    """Grid symmetries that leave the augmentation law unchanged (applied to re-used shapes).
+
+    With rotation by a uniform angle (rotate_prob 1), turning by a multiple of 90 degrees changes
+    nothing in law; a mirror changes nothing either when a cell is mirrored (an odd number of
+    flips) with probability 1/2. Otherwise re-used shapes are used as they are.
+    """
+    if cfg.rotate_prob < 1.0:
+        return (0,)
+    odd = cfg.flip_h_prob * (1 - cfg.flip_v_prob) + cfg.flip_v_prob * (1 - cfg.flip_h_prob)
+    return tuple(range(8)) if abs(odd - 0.5) < 1e-12 else ROTATIONS_90
+
+
 def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _prefilter: bool = True) -> MaskSample:
     """One synthetic mask: sample ``index`` of the run with ``seed`` (see the module docstring).
 
@@ -117,83 +129,97 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     W, H, K = cfg.width, cfg.height, cfg.colors
     n_req = draw_count(rng, cfg)
     # per-cell draws, vectorised and in a fixed order
-    ex_a = pool[rng.integers(0, len(pool), n_req)]
+    ex = pool[rng.integers(0, len(pool), n_req)].tolist()
     rot = rng.random(n_req) < cfg.rotate_prob
     angle = np.where(rot, rng.random(n_req) * 360.0, 0.0).tolist()
     base = cfg.cell_size / pool_size
-    scale_a = base * rng.uniform(cfg.scale_min, cfg.scale_max, n_req)
+    scale = (base * rng.uniform(cfg.scale_min, cfg.scale_max, n_req)).tolist()
     flip_h = (rng.random(n_req) < cfg.flip_h_prob).tolist()
     flip_v = (rng.random(n_req) < cfg.flip_v_prob).tolist()
     color_u = rng.random(n_req).tolist()
-    stream = CandidateStream(rng, cfg.cell_size, cfg.kernel_inner)
-    ex, scale = ex_a.tolist(), scale_a.tolist()
+    n_shapes = n_req if cfg.shapes_per_mask == 0 else min(n_req, cfg.shapes_per_mask)
+    entry = list(range(n_shapes)) + rng.integers(0, max(n_shapes, 1), n_req - n_shapes).tolist()
+    turns = _turns(cfg)
+    turn_of = [0] * n_shapes + [turns[t] for t in rng.integers(0, len(turns), n_req - n_shapes).tolist()]
 
-    M = bank.max_radius(base * cfg.scale_max) + 2
-    lab, col = _workspace((H + 2 * M, W + 2 * M), np.uint8 if K <= 8 else np.uint16)
+    ms = bank.max_radius(base * cfg.scale_max) + 2  # how far a cell reaches from its centre
+    stream = CandidateStream(rng, cfg.cell_size, cfg.kernel_inner, W, H, 0, 0, cfg.n_init, n_req)
+    M = ms + stream.reach + 1  # canvas margin: no cell, draw or probe of a draw ever leaves it
     Wp = W + 2 * M
-    colflat = col.reshape(-1)  # a view: probes read the canvas by flat index
+    stream.M, stream.row = M, Wp
+    col, inv = _workspace(H, W, M, ms, np.uint8 if K <= 8 else np.uint16)
+    colflat, invflat = col.reshape(-1), inv.reshape(-1)  # views: candidates read them by flat index
     all_colors = (1 << K) - 1
     allowed = int(math.floor(cfg.max_unplaced * n_req))
     adhesive, n_init, max_tries = cfg.placement == "adhesive", cfg.n_init, cfg.max_tries
-    max_draws = max_tries * 20  # off-canvas draws are not tries, but they are bounded too
-    augment, probes_of, min_max_loc, or_reduce, copyto, flatnonzero = bank.augment, bank.probes_of, cv2.minMaxLoc, np.bitwise_or.reduce, np.copyto, np.flatnonzero
-    XS = np.zeros(max(n_req, 1), np.int64)
-    YS = np.zeros(max(n_req, 1), np.int64)
+    augment, probes_of, min_max_loc, or_reduce, copyto, flatnonzero = (
+        bank.augment, bank.probes_of, cv2.minMaxLoc, np.bitwise_or.reduce, np.copyto, np.flatnonzero)
+    draw_one, draw_uniform, draw_batch, draw_uniform_batch = stream.adhesive, stream.uniform, stream.adhesive_batch, stream.uniform_batch
+    xs: list[int] = []
+    ys: list[int] = []
     src: list[int] = []
     colour: list[int] = []
     wins: list[tuple[int, int]] = []
-    masks: list[np.ndarray] = []
-    unplaced = 0
-    placed = 0
-    tries_avg = 1.0  # running mean of tries per placed cell: sizes the candidate batches
+    cells_used: list[Cell] = []
+    shapes: list[Cell] = []
+    unplaced = placed = 0
+    tries_avg = 1.0  # running mean of tries per cell: how candidates are drawn (cost, not law)
+    probe_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # probe offsets per shape, when needed
     for i in range(n_req):
-        cell = augment(ex[i], angle[i], scale[i], flip_h[i], flip_v[i])
-        m, ax, ay = cell.mask, cell.ax, cell.ay
-        mb, dilb = m.view(bool), cell.dil.view(bool)
+        e = entry[i]
+        if i < n_shapes:
+            cell = augment(ex[i], angle[i], scale[i], flip_h[i], flip_v[i])
+            shapes.append(cell)
+        else:  # a re-used shape of this mask, turned by a law-preserving grid symmetry
+            cell = turn(shapes[e], turn_of[i])
+        m, dil, ax, ay = cell[0], cell[1], cell[2], cell[3]
+        mb, dilb = m.view(bool), dil.view(bool)
         h, w = m.shape
-        shows_sure = 0 <= ay < h and 0 <= ax < w and m[ay, ax] > 0  # its centre pixel is cell
+        shows_sure = cell.centre_in  # its centre pixel is cell, and the centre is on the canvas
         centre_in = _prefilter and shows_sure
         probe = None  # flat offsets of probe pixels from a candidate's centre (made when needed)
         use_kernel = adhesive and placed >= n_init
-        tries = draws = 0
-        # Candidates come one at a time while places are easy to find, else in vectorised batches
+        # Candidates: a few one at a time while places are easy to find, then vectorised batches
         # sized from the recent tries per cell. Either way they are i.i.d. draws tested in draw
-        # order and the first feasible one is taken: batching changes the cost, not the law.
-        batch = 1 if tries_avg < 1.5 else min(1024, max(16, int(3.0 * tries_avg)))
+        # order, the first feasible one taken: this changes the cost, not the law. Draws off the
+        # canvas count as tries (they are infeasible places).
+        n_scalar = 4 if tries_avg < 6.0 else 0
+        batch = min(1024, max(8, int(1.5 * tries_avg)))
+        tries = 0
         done = False
-        while tries < max_tries and draws < max_draws:
-            nb = min(batch, max_tries - tries)
-            batch = min(batch * 2, 1024)
-            if nb == 1:
-                x, y = stream.adhesive(XS, YS, placed, n_init) if use_kernel else stream.uniform(W, H)
-                draws += 1
-                if not (0 <= x < W and 0 <= y < H):
+        while tries < max_tries:
+            if n_scalar:
+                n_scalar -= 1
+                f = draw_one() if use_kernel else draw_uniform()
+                tries += 1
+                if invflat[f] or (centre_in and colflat[f]):
                     continue
-                cx_l, cy_l = [x], [y]
-                ok_idx: list[int] = [] if centre_in and col[y + M, x + M] else [0]
+                y, x = divmod(f, Wp)
+                cand = ((x - M, y - M),)
             else:
-                if use_kernel:
-                    X, Y = stream.adhesive_batch(nb, XS, YS, placed, n_init)
-                    on = (X >= 0) & (X < W) & (Y >= 0) & (Y < H)
-                    X, Y = X[on], Y[on]
-                else:
-                    X, Y = stream.uniform_batch(nb, W, H)
-                draws += nb
-                if len(X) == 0:
-                    continue
+                nb = min(batch, max_tries - tries)
+                batch = min(batch * 2, 1024)
+                F = draw_batch(nb) if use_kernel else draw_uniform_batch(nb)
                 if _prefilter:
-                    if probe is None:
-                        px, py = probes_of(cell)
-                        probe = py * Wp + px
-                        if centre_in:
-                            probe = np.append(probe, 0)
-                    bad = colflat[((Y + M) * Wp + (X + M))[:, None] + probe[None, :]].any(axis=1)
-                    ok_idx = flatnonzero(~bad).tolist()
+                    # shortcut rejections, cheapest first: off the canvas or centre taken (one
+                    # read each), then a few outline pixels of the cell (probes) for the rest
+                    bad = invflat[F] | colflat[F] if centre_in else invflat[F]
+                    keep = flatnonzero(bad == 0)
+                    if len(keep):
+                        if probe is None:
+                            if e not in probe_of:
+                                probe_of[e] = probes_of(shapes[e])
+                            px, py = turn_offsets(*probe_of[e], turn_of[i])
+                            probe = py * Wp + px
+                        if len(probe):
+                            keep = keep[~colflat[F[keep][:, None] + probe].any(axis=1)]
+                    keep = keep.tolist()
                 else:
-                    ok_idx = list(range(len(X)))
-                cx_l, cy_l = X.tolist(), Y.tolist()
-            for j in ok_idx:
-                x, y = cx_l[j], cy_l[j]
+                    keep = flatnonzero(invflat[F] == 0).tolist() if use_kernel else range(nb)
+                base_tries = tries
+                tries += nb
+                cand = _Cands(F, keep, Wp, M, base_tries)
+            for x, y in cand:
                 x0, y0 = x + M - ax, y + M - ay
                 if min_max_loc(col[y0 : y0 + h, x0 : x0 + w], m)[1] > 0:
                     continue  # overlaps a placed cell
@@ -204,19 +230,20 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                     continue  # its neighbours use every colour: re-sample the place (as in the paper)
                 c = _pick_bit(free, color_u[i])
                 copyto(col[y0 : y0 + h, x0 : x0 + w], 1 << c, where=mb)
-                copyto(lab[y0 : y0 + h, x0 : x0 + w], placed + 1, where=mb)
-                XS[placed], YS[placed] = x, y
+                xs.append(x)
+                ys.append(y)
+                stream.add((y + M) * Wp + x + M)
                 placed += 1
                 src.append(i)
                 colour.append(c)
                 wins.append((x0 - M, y0 - M))
-                masks.append(m)
-                tries += j + 1
+                cells_used.append(cell)
+                if isinstance(cand, _Cands):
+                    tries = cand.tries_at_last()
                 done = True
                 break
             if done:
                 break
-            tries += len(cx_l)
         tries_avg = 0.8 * tries_avg + 0.2 * tries
         if not done:
             unplaced += 1
@@ -226,33 +253,78 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                     f"on a {W}x{H} canvas (cell size {cfg.cell_size:g} px, {K} colours); the density cannot be placed: "
                     "lower --cells-mean or --cell-size, enlarge the canvas, or raise --colors / max_tries"
                 )
-    cells = _cell_table(XS[:placed].tolist(), YS[:placed].tolist(), src, colour, wins, masks, ex, angle, scale, flip_h, flip_v, bank, W, H)
-    inst = np.ascontiguousarray(lab[M : M + H, M : M + W])
+    cells = _cell_table(xs, ys, src, colour, wins, cells_used, ex, angle, scale, flip_h, flip_v, entry, turn_of, bank, W, H)
+    inst = _paint_instances([c[0] for c in cells_used], wins, W, H)
     colors = np.concatenate([[-1], np.asarray(colour, dtype=np.int64)])
     sample = MaskSample(int(seed), int(index), inst, colors, cells, n_req, unplaced)
     sample._colbits = np.ascontiguousarray(col[M : M + H, M : M + W])
     return sample
 
 
+class _Cands:
+    """Surviving candidates of a batch as (x, y), remembering the rank of the last one taken."""
+
+    __slots__ = ("F", "idx", "row", "M", "base", "last")
+
+    def __init__(self, F: np.ndarray, idx: list[int], row: int, M: int, base: int) -> None:
+        self.F, self.idx, self.row, self.M, self.base, self.last = F, idx, row, M, base, -1
+
+    def __iter__(self):
+        F, row, M = self.F, self.row, self.M
+        for j in self.idx:
+            self.last = j
+            f = F.item(j)
+            yield f % row - M, f // row - M
+
+    def tries_at_last(self) -> int:
+        return self.base + self.last + 1
+
+
 _WORKSPACE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _workspace(shape: tuple[int, int], col_dtype: type) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed label and colour canvases, reused across masks of one process.
+def _workspace(H: int, W: int, M: int, ms: int, col_dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """The zeroed colour canvas and the off-canvas lookup, reused across masks of a process.
 
     A fresh ``np.zeros`` canvas is mapped lazily: every cell would then page-fault on each of the
-    ~50 canvas rows it first touches (dozens of microseconds per cell). Re-zeroing resident
-    buffers costs one memset per mask instead. Outputs are copies, so reuse is safe.
+    ~50 canvas rows it first touches (dozens of microseconds per cell). Re-zeroing a resident
+    buffer costs one memset per mask instead, and only where cells can reach (``ms`` around the
+    canvas). Outputs are copies, so reuse is safe.
     """
-    key = (shape, np.dtype(col_dtype).str)
+    key = (H, W, M, np.dtype(col_dtype).str)
     if key not in _WORKSPACE:
         if len(_WORKSPACE) >= 4:
             _WORKSPACE.clear()
-        _WORKSPACE[key] = (np.ones(shape, np.uint16), np.ones(shape, col_dtype))
-    lab, col = _WORKSPACE[key]
-    lab.fill(0)
-    col.fill(0)
-    return lab, col
+        shape = (H + 2 * M, W + 2 * M)
+        inv = np.ones(shape, np.uint8)
+        inv[M : M + H, M : M + W] = 0
+        col = np.ones(shape, col_dtype)
+        col.fill(0)
+        _WORKSPACE[key] = (col, inv)
+    col, inv = _WORKSPACE[key]
+    col[M - ms : M + H + ms, M - ms : M + W + ms].fill(0)
+    return col, inv
+
+
+def _paint_instances(masks: list[np.ndarray], wins: list[tuple[int, int]], W: int, H: int) -> np.ndarray:
+    """The uint16 instance map: cell k + 1 painted with ``masks[k]`` at canvas ``wins[k]`` (clipped).
+
+    Cells never overlap, so the painting order is free: top to bottom keeps the rows being written
+    in cache (painting while placing would touch a random band of a large canvas per cell).
+    """
+    inst = np.zeros((H, W), np.uint16)
+    copyto = np.copyto
+    for k in sorted(range(len(masks)), key=lambda j: wins[j][1]):
+        m = masks[k]
+        x0, y0 = wins[k]
+        h, w = m.shape
+        if x0 >= 0 and y0 >= 0 and x0 + w <= W and y0 + h <= H:
+            copyto(inst[y0 : y0 + h, x0 : x0 + w], k + 1, where=m.view(bool))
+        else:
+            ox, oy = max(0, -x0), max(0, -y0)
+            ex, ey = min(w, W - x0), min(h, H - y0)
+            copyto(inst[y0 + oy : y0 + ey, x0 + ox : x0 + ex], k + 1, where=m[oy:ey, ox:ex].view(bool))
+    return inst
 
 
 def _shows(m: np.ndarray, x0: int, y0: int, W: int, H: int) -> bool:
@@ -274,15 +346,16 @@ def _pick_bit(free: int, u: float) -> int:
         c += 1
 
 
-def _cell_table(xs, ys, src, colour, wins, masks, ex, angle, scale, flip_h, flip_v, bank: ShapeBank, W, H) -> dict[str, np.ndarray]:
+def _cell_table(xs, ys, src, colour, wins, cells: list[Cell], ex, angle, scale, flip_h, flip_v, entry, turn_of,
+                bank: ShapeBank, W, H) -> dict[str, np.ndarray]:
     """Per-cell table (see :data:`CELL_COLUMNS`); boxes and areas of the visible part."""
     n = len(xs)
-    src_a = np.asarray(src, dtype=np.int64)
+    masks = [c[0] for c in cells]
     x0 = np.array([p[0] for p in wins], dtype=np.int64).reshape(n)
     y0 = np.array([p[1] for p in wins], dtype=np.int64).reshape(n)
     hw = np.array([m.shape for m in masks], dtype=np.int64).reshape(n, 2)
     x1, y1 = x0 + hw[:, 1], y0 + hw[:, 0]
-    area = np.array([cv2.countNonZero(m) for m in masks], dtype=np.int64).reshape(n)
+    area = np.array([c.area for c in cells], dtype=np.int64).reshape(n)
     cut = np.flatnonzero((x0 < 0) | (y0 < 0) | (x1 > W) | (y1 > H))
     bx0, by0, bx1, by1 = x0.copy(), y0.copy(), x1.copy(), y1.copy()
     for k in cut.tolist():  # cells cut by the border: box and area of what shows
@@ -293,8 +366,11 @@ def _cell_table(xs, ys, src, colour, wins, masks, ex, angle, scale, flip_h, flip
         area[k] = cv2.countNonZero(sub)
         bx0[k], by0[k] = x0[k] + ox + bx, y0[k] + oy + by
         bx1[k], by1[k] = bx0[k] + bw, by0[k] + bh
-    ex_a = np.asarray(ex, dtype=np.int64)[src_a] if n else np.zeros(0, np.int64)
-    pick = (lambda a, dt: np.asarray(a, dtype=dt)[src_a] if n else np.zeros(0, dt))  # noqa: E731
+    # the shape a cell uses: its own augmentation, or a re-used one of this mask (`shape` = that
+    # cell's index, `turn` = the grid symmetry applied; see shapes.turn)
+    shape = np.asarray(entry, dtype=np.int64)[src] if n else np.zeros(0, np.int64)
+    pick = (lambda a, dt: np.asarray(a, dtype=dt)[shape] if n else np.zeros(0, dt))  # noqa: E731
+    ex_a = pick(ex, np.int64)
     return {
         "id": np.arange(1, n + 1, dtype=np.int64),
         "x0": bx0, "y0": by0, "x1": bx1, "y1": by1,
@@ -304,6 +380,8 @@ def _cell_table(xs, ys, src, colour, wins, masks, ex, angle, scale, flip_h, flip
         "exemplar": bank.exemplar_id[ex_a],
         "angle": pick(angle, np.float64), "scale": pick(scale, np.float64),
         "flip_h": pick(flip_h, bool), "flip_v": pick(flip_v, bool),
+        "turn": np.asarray(turn_of, dtype=np.int64)[src] if n else np.zeros(0, np.int64),
+        "shape": shape,
         "color": np.asarray(colour, dtype=np.int64),
     }
 

@@ -23,8 +23,8 @@ The fast form: why it samples the same distribution
    w_j = (n_init + 1) / (n_init * i) for each of the n_init initial cells and w_j = 1 / i for each
    later cell j = n_init+1..i-1 (by induction: a kernel entering with weight 1/k is multiplied by
    (k/(k+1)) ... ((i-1)/i) = k/i). So it is *almost* the running mean of all kernels, except that
-   the initial ones share one extra slot. Drawing a kernel with these weights costs one integer:
-   u uniform in {0..i-1}; u <= n_init -> a uniformly chosen initial cell, else cell u - 1.
+   the initial ones share one extra slot. Drawing a kernel with these weights costs one index:
+   a uniform ticket (see :class:`CandidateStream`).
 2. *One kernel, exactly on the pixel lattice.* Centres are whole pixels and z depends only on
    the offset, so drawing from one kernel's own normalised map is drawing an integer offset
    (dx, dy) with probability z(dx, dy) / sum over the lattice of z: one fixed discrete law for the
@@ -168,21 +168,44 @@ def kernel_offsets(cell_size: float, inner: float = 0.0) -> tuple[np.ndarray, np
 class CandidateStream:
     """Draws candidate places for the fast form, one at a time or in vectorised batches.
 
-    Random numbers come in chunks (kernel slot, initial cell, offset); offsets from a kernel
-    centre do not depend on the state, so they are drawn for a whole chunk at once (see
-    :func:`kernel_offsets`). The kernel choice depends on how many cells are placed and is made
-    when a candidate is taken.
+    Places are flat indices into a canvas padded by ``margin`` (>= the kernel's reach, so an index
+    never wraps to another row); the caller rejects those off the visible canvas with a lookup.
+    Random numbers come in chunks of four uniforms per candidate (kernel ticket, uniform y, alias
+    column + coin, symmetry); what does not depend on the state (kernel offsets, uniform places)
+    is computed for a whole chunk at once.
+
+    Kernel choice by tickets: multiplying the weights of step 1 by n_init * i gives n_init + 1
+    tickets to each initial cell and n_init to each later one (n_init * i tickets in all), so a
+    uniformly drawn ticket picks a kernel with exactly the weights w_j. The ticket list grows by
+    one block per placed cell (:meth:`add`), and a draw is one index into it.
     """
 
-    def __init__(self, rng: np.random.Generator, cell_size: float, inner: float = 0.0, chunk: int = 4096) -> None:
+    def __init__(self, rng: np.random.Generator, cell_size: float, inner: float, width: int, height: int,
+                 margin: int, row: int, n_init: int, capacity: int, chunk: int = 4096) -> None:
         self.rng = rng
         self.chunk = chunk
         self.pos = chunk
         self.table = kernel_offsets(cell_size, inner)
+        self.W, self.H, self.M, self.row, self.n_init = width, height, margin, row, n_init
+        self.tickets = np.zeros(max(1, n_init * (capacity + 1)), np.int64)
+        self.n_tickets = 0
+        self.placed = 0
+
+    @property
+    def reach(self) -> int:
+        """The largest kernel offset along x or y."""
+        return int(self.table[0].max())
+
+    def add(self, flat: int) -> None:
+        """Record a placed centre (flat index) as the next kernel of Eq. 3."""
+        k = self.n_init + 1 if self.placed < self.n_init else self.n_init
+        self.tickets[self.n_tickets : self.n_tickets + k] = flat
+        self.n_tickets += k
+        self.placed += 1
 
     def _refill(self) -> None:
         a, b, prob, alias = self.table
-        u = self.rng.random((4, self.chunk))  # kernel slot, initial cell, alias column + coin, symmetry
+        u = self.rng.random((4, self.chunk))  # ticket / uniform x, uniform y, alias column + coin, symmetry
         t = u[2] * len(a)
         col = t.astype(np.int64)
         k = np.where(t - col < prob[col], col, alias[col])
@@ -190,9 +213,11 @@ class CandidateStream:
         ox, oy = a[k], b[k]
         swap = (sym & 1) == 1
         ox, oy = np.where(swap, oy, ox), np.where(swap, ox, oy)
-        self.dx = np.where(sym & 2, -ox, ox)
-        self.dy = np.where(sym & 4, -oy, oy)
-        self.u0, self.u1 = u[0], u[1]
+        self.dflat = np.where(sym & 4, -oy, oy) * self.row + np.where(sym & 2, -ox, ox)
+        self.u0 = u[0]
+        ux = (u[0] * self.W).astype(np.int64)
+        uy = (u[1] * self.H).astype(np.int64)
+        self.uflat = (uy + self.M) * self.row + ux + self.M
         self.pos = 0
 
     def _take(self, n: int) -> int:
@@ -202,29 +227,22 @@ class CandidateStream:
         self.pos = i + n
         return i
 
-    def uniform(self, width: int, height: int) -> tuple[int, int]:
-        """One uniform pixel of the canvas."""
+    def uniform(self) -> int:
+        """One uniform pixel of the canvas (flat index)."""
         i = self._take(1)
-        return int(self.u0.item(i) * width), int(self.u1.item(i) * height)
+        return self.uflat.item(i)
 
-    def uniform_batch(self, n: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` uniform pixels of the canvas."""
-        i = self._take(n)
-        return (self.u0[i : i + n] * width).astype(np.int64), (self.u1[i : i + n] * height).astype(np.int64)
-
-    def adhesive(self, xs: np.ndarray, ys: np.ndarray, placed: int, n_init: int) -> tuple[int, int]:
-        """One draw from P(placed + 1) on the plane (the caller rejects points off the canvas).
-
-        ``xs[:placed]``, ``ys[:placed]`` are the placed centres in placement order.
-        """
+    def adhesive(self) -> int:
+        """One draw from P(placed + 1) on the plane (flat index; may lie off the canvas)."""
         i = self._take(1)
-        u = int(self.u0.item(i) * (placed + 1))
-        k = int(self.u1.item(i) * n_init) if u <= n_init else u - 1
-        return int(xs[k]) + int(self.dx[i]), int(ys[k]) + int(self.dy[i])
+        return self.tickets.item(int(self.u0.item(i) * self.n_tickets)) + self.dflat.item(i)
 
-    def adhesive_batch(self, n: int, xs: np.ndarray, ys: np.ndarray, placed: int, n_init: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` independent draws from P(placed + 1) on the plane."""
+    def uniform_batch(self, n: int) -> np.ndarray:
+        """Flat indices of ``n`` uniform pixels."""
         i = self._take(n)
-        u = (self.u0[i : i + n] * (placed + 1)).astype(np.int64)
-        k = np.where(u <= n_init, (self.u1[i : i + n] * n_init).astype(np.int64), u - 1)
-        return xs[k] + self.dx[i : i + n], ys[k] + self.dy[i : i + n]
+        return self.uflat[i : i + n]
+
+    def adhesive_batch(self, n: int) -> np.ndarray:
+        """Flat indices of ``n`` independent draws from P(placed + 1) (off-canvas ones included)."""
+        i = self._take(n)
+        return self.tickets[(self.u0[i : i + n] * self.n_tickets).astype(np.int64)] + self.dflat[i : i + n]

@@ -133,6 +133,10 @@ class Cell(NamedTuple):
     #: exemplar and the linear part of its map (for :meth:`ShapeBank.probes_of`)
     k: int
     a: tuple[float, float, float, float]
+    #: number of cell pixels
+    area: int
+    #: whether the centroid's pixel (ax, ay) is a cell pixel (false for some non-convex cells)
+    centre_in: bool
 
 
 class ShapeBank:
@@ -241,10 +245,12 @@ class ShapeBank:
         my = (self._h[k] - 1) / 2 - cy
         ccx = a00 * mx + a01 * my  # where the crop centre lands relative to the centroid
         ccy = a10 * mx + a11 * my
-        ox = int(math.ceil(hw_x - ccx)) + 2
-        oy = int(math.ceil(hw_y - ccy)) + 2
-        wo = int(math.ceil(ccx + hw_x)) + ox + 3
-        ho = int(math.ceil(ccy + hw_y)) + oy + 3
+        # one empty pixel on every side of the cell, for its dilation (a bilinear value above half
+        # needs a source pixel within half a pixel, so the cell stays inside the rotated crop)
+        ox = int(math.ceil(hw_x - ccx)) + 1
+        oy = int(math.ceil(hw_y - ccy)) + 1
+        wo = int(math.ceil(ccx + hw_x)) + ox + 2
+        ho = int(math.ceil(ccy + hw_y)) + oy + 2
         m = np.array([[a00, a01, ox - a00 * cx - a01 * cy], [a10, a11, oy - a10 * cx - a11 * cy]])
         warped = cv2.warpAffine(src, m, (wo, ho), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         _, b = cv2.threshold(warped, 127, 1, cv2.THRESH_BINARY)
@@ -253,7 +259,10 @@ class ShapeBank:
             b[oy, ox] = 1
             x, y, w, h = ox, oy, 1, 1
         dil = cv2.dilate(b[y - 1 : y + h + 1, x - 1 : x + w + 1], _K3)
-        return Cell(b[y : y + h, x : x + w], dil, ox - x, oy - y, k, (a00, a01, a10, a11))
+        mask = np.ascontiguousarray(b[y : y + h, x : x + w])
+        ax, ay = ox - x, oy - y
+        centre_in = 0 <= ay < h and 0 <= ax < w and bool(mask[ay, ax])
+        return Cell(mask, dil, ax, ay, k, (a00, a01, a10, a11), cv2.countNonZero(mask), centre_in)
 
     def probes_of(self, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
         """Offsets (x, y) from the centroid of a few pixels of ``cell`` near its outline.
@@ -274,10 +283,44 @@ class ShapeBank:
         return px[keep] - cell.ax, py[keep] - cell.ay
 
 
+#: dihedral elements (bit 0: transpose, bit 1: mirror x, bit 2: mirror y) that are rotations by
+#: multiples of 90 degrees (an even number of reflections); the others are reflections
+ROTATIONS_90 = (0, 3, 5, 6)
+
+
+def turn(cell: Cell, d: int) -> Cell:
+    """``cell`` under the dihedral element ``d`` of the pixel grid (exact: no resampling)."""
+    if d == 0:
+        return cell
+    m, dil, ax, ay = cell.mask, cell.dil, cell.ax, cell.ay
+    a00, a01, a10, a11 = cell.a
+    if d & 1:
+        m, dil, ax, ay = m.T, dil.T, ay, ax
+        a00, a01, a10, a11 = a10, a11, a00, a01
+    if d & 2:
+        m, dil, ax = m[:, ::-1], dil[:, ::-1], m.shape[1] - 1 - ax
+        a00, a01 = -a00, -a01
+    if d & 4:
+        m, dil, ay = m[::-1], dil[::-1], m.shape[0] - 1 - ay
+        a10, a11 = -a10, -a11
+    return Cell(np.ascontiguousarray(m), np.ascontiguousarray(dil), ax, ay, cell.k, (a00, a01, a10, a11), cell.area, cell.centre_in)
+
+
+def turn_offsets(px: np.ndarray, py: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (x, y) from a cell's centroid under the same dihedral element as :func:`turn`."""
+    if d & 1:
+        px, py = py, px
+    if d & 2:
+        px = -px
+    if d & 4:
+        py = -py
+    return px, py
+
+
 _K3 = np.ones((3, 3), np.uint8)
 
 
-PROBES = 16
+PROBES = 12
 
 
 def _probe_points(crop: np.ndarray, cx: float, cy: float) -> np.ndarray:
