@@ -28,11 +28,12 @@ from rbcray.config import check, from_dict, to_dict
 from rbcray.data.formats import PALETTE
 from rbcray.errors import ConfigError
 
-#: Default number of palette colours. Sequential greedy colouring (each new cell takes a colour
-#: none of its touching neighbours has) needs at most (touching neighbours + 1) colours; a cell of
-#: a dense smear touches up to ~6 others, and at the benchmark density (669 cells of 46 px on
-#: 1920x1200, adhesive) a free colour is missing for fewer than 1 in 10^4 placements with 8
-#: colours (measured: docs/masks.md), so re-sampling for colour almost never changes where cells go.
+#: Default number of palette colours: 8, the first 8 of the palette (well separated hues).
+#: Sequential greedy colouring (each new cell takes a colour none of its touching neighbours has)
+#: needs at most (touching neighbours + 1) colours. Synthetic cells touch only when placed exactly
+#: side by side, so few colours would do (at the benchmark density no place was ever rejected for
+#: want of a colour with 3 colours or more; docs/masks.md), and 8 leaves room for banks whose cells
+#: touch a lot (re-sampling for colour would then bias where cells go).
 DEFAULT_COLORS = 8
 
 

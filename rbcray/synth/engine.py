@@ -60,6 +60,9 @@ class MaskSample:
     cells: dict[str, np.ndarray]
     n_requested: int
     n_unplaced: int
+    #: places tried in all, and places rejected only because no palette colour was free
+    n_tries: int = 0
+    n_color_rejections: int = 0
     #: colour canvas (bit 1 << c per cell pixel), kept to build the colour mask cheaply
     _colbits: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
 
@@ -162,7 +165,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     wins: list[tuple[int, int]] = []
     cells_used: list[Cell] = []
     shapes: list[Cell] = []
-    unplaced = placed = 0
+    unplaced = placed = color_rejections = total_tries = 0
     tries_avg = 1.0  # running mean of tries per cell: how candidates are drawn (cost, not law)
     probe_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # probe offsets per shape, when needed
     for i in range(n_req):
@@ -227,6 +230,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                     continue  # entirely off the canvas
                 free = all_colors & ~int(or_reduce(col[y0 - 1 : y0 + h + 1, x0 - 1 : x0 + w + 1][dilb]))
                 if not free:
+                    color_rejections += 1
                     continue  # its neighbours use every colour: re-sample the place (as in the paper)
                 c = _pick_bit(free, color_u[i])
                 copyto(col[y0 : y0 + h, x0 : x0 + w], 1 << c, where=mb)
@@ -245,6 +249,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
             if done:
                 break
         tries_avg = 0.8 * tries_avg + 0.2 * tries
+        total_tries += tries
         if not done:
             unplaced += 1
             if unplaced > allowed:
@@ -256,7 +261,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     cells = _cell_table(xs, ys, src, colour, wins, cells_used, ex, angle, scale, flip_h, flip_v, entry, turn_of, bank, W, H)
     inst = _paint_instances([c[0] for c in cells_used], wins, W, H)
     colors = np.concatenate([[-1], np.asarray(colour, dtype=np.int64)])
-    sample = MaskSample(int(seed), int(index), inst, colors, cells, n_req, unplaced)
+    sample = MaskSample(int(seed), int(index), inst, colors, cells, n_req, unplaced, total_tries, color_rejections)
     sample._colbits = np.ascontiguousarray(col[M : M + H, M : M + W])
     return sample
 
