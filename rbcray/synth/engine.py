@@ -224,14 +224,18 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                 cand = _Cands(F, keep, Wp, M, base_tries)
             for x, y in cand:
                 x0, y0 = x + M - ax, y + M - ay
-                if min_max_loc(col[y0 : y0 + h, x0 : x0 + w], m)[1] > 0:
-                    continue  # overlaps a placed cell
+                around = col[y0 - 1 : y0 + h + 1, x0 - 1 : x0 + w + 1]
+                if min_max_loc(around, dil)[1] == 0:
+                    free = all_colors  # nothing under the cell or next to it (the usual case)
+                else:
+                    if min_max_loc(col[y0 : y0 + h, x0 : x0 + w], m)[1] > 0:
+                        continue  # overlaps a placed cell
+                    free = all_colors & ~int(or_reduce(around[dilb]))
+                    if not free:
+                        color_rejections += 1
+                        continue  # its neighbours use every colour: re-sample the place (as in the paper)
                 if not shows_sure and not _shows(m, x0 - M, y0 - M, W, H):
                     continue  # entirely off the canvas
-                free = all_colors & ~int(or_reduce(col[y0 - 1 : y0 + h + 1, x0 - 1 : x0 + w + 1][dilb]))
-                if not free:
-                    color_rejections += 1
-                    continue  # its neighbours use every colour: re-sample the place (as in the paper)
                 c = _pick_bit(free, color_u[i])
                 copyto(col[y0 : y0 + h, x0 : x0 + w], 1 << c, where=mb)
                 xs.append(x)
