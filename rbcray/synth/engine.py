@@ -158,6 +158,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     augment, probes_of, min_max_loc, or_reduce, copyto, flatnonzero = (
         bank.augment, bank.probes_of, cv2.minMaxLoc, np.bitwise_or.reduce, np.copyto, np.flatnonzero)
     draw_one, draw_uniform, draw_batch, draw_uniform_batch = stream.adhesive, stream.uniform, stream.adhesive_batch, stream.uniform_batch
+    add_centre = stream.add
     xs: list[int] = []
     ys: list[int] = []
     src: list[int] = []
@@ -207,7 +208,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                     # shortcut rejections, cheapest first: off the canvas or centre taken (one
                     # read each), then a few outline pixels of the cell (probes) for the rest
                     bad = invflat[F] | colflat[F] if centre_in else invflat[F]
-                    keep = flatnonzero(bad == 0)
+                    keep = (bad == 0).nonzero()[0]
                     if len(keep):
                         if probe is None:
                             if e not in probe_of:
@@ -236,11 +237,11 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                         continue  # its neighbours use every colour: re-sample the place (as in the paper)
                 if not shows_sure and not _shows(m, x0 - M, y0 - M, W, H):
                     continue  # entirely off the canvas
-                c = _pick_bit(free, color_u[i])
+                c = int(color_u[i] * K) if free == all_colors else _pick_bit(free, color_u[i])
                 copyto(col[y0 : y0 + h, x0 : x0 + w], 1 << c, where=mb)
                 xs.append(x)
                 ys.append(y)
-                stream.add((y + M) * Wp + x + M)
+                add_centre((y + M) * Wp + x + M)
                 placed += 1
                 src.append(i)
                 colour.append(c)

@@ -149,6 +149,7 @@ class ShapeBank:
         self.meta = meta
         self.sha256: str | None = None
         self.crops = crops  # uint8 0/255, tight
+        self._src = [(c > 0).astype(np.uint8) for c in crops]  # 0/1: bilinear warp rounds at one half
         self.category = np.asarray(category, dtype=np.int64)
         self.exemplar_id = np.asarray(exemplar_id, dtype=np.int64)
         self.heights = np.array([c.shape[0] for c in crops], dtype=np.float64)
@@ -230,7 +231,7 @@ class ShapeBank:
 
     def augment(self, k: int, angle: float, scale: float, flip_h: bool, flip_v: bool) -> Cell:
         """Exemplar ``k`` rotated by ``angle`` degrees about its centroid, scaled, flipped."""
-        src = self.crops[k]
+        src = self._src[k]
         cx, cy = self._cx[k], self._cy[k]
         t = math.radians(angle)
         c, s = math.cos(t) * scale, math.sin(t) * scale
@@ -245,15 +246,15 @@ class ShapeBank:
         my = (self._h[k] - 1) / 2 - cy
         ccx = a00 * mx + a01 * my  # where the crop centre lands relative to the centroid
         ccy = a10 * mx + a11 * my
-        # one empty pixel on every side of the cell, for its dilation (a bilinear value above half
+        # one empty pixel on every side of the cell, for its dilation (a bilinear value of one half
         # needs a source pixel within half a pixel, so the cell stays inside the rotated crop)
         ox = int(math.ceil(hw_x - ccx)) + 1
         oy = int(math.ceil(hw_y - ccy)) + 1
         wo = int(math.ceil(ccx + hw_x)) + ox + 2
         ho = int(math.ceil(ccy + hw_y)) + oy + 2
         m = np.array([[a00, a01, ox - a00 * cx - a01 * cy], [a10, a11, oy - a10 * cx - a11 * cy]])
-        warped = cv2.warpAffine(src, m, (wo, ho), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        _, b = cv2.threshold(warped, 127, 1, cv2.THRESH_BINARY)
+        # bilinear on a 0/1 crop, rounded: 1 where the interpolated value is at least one half
+        b = cv2.warpAffine(src, m, (wo, ho), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         x, y, w, h = cv2.boundingRect(b)
         if w == 0:  # scaled below a pixel: keep the centroid pixel
             b[oy, ox] = 1
