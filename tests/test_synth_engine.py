@@ -210,3 +210,22 @@ def test_augmented_cells_are_consistent(bank) -> None:
     # area scales with scale^2, flips and rotations keep it (up to resampling)
     base = cv2.countNonZero(bank.augment(0, 0.0, 1.0, False, False).mask)
     assert abs(cv2.countNonZero(bank.augment(0, 37.0, 2.0, True, True).mask) / base - 4.0) < 0.3
+
+
+def test_grid_turns_are_exact(bank) -> None:
+    from rbcray.synth.shapes import turn, turn_offsets
+
+    cell = bank.augment(3, 31.0, 1.3, True, False)
+    ref = lambda a, d: (a.T if d & 1 else a)[:, ::-1 if d & 2 else 1][:: -1 if d & 4 else 1]  # noqa: E731
+    px, py = bank.probes_of(cell)
+    for d in range(8):
+        t = turn(cell, d)
+        assert np.array_equal(t.mask, ref(cell.mask, d)) and np.array_equal(t.dil, ref(cell.dil, d))
+        marker = np.zeros_like(cell.mask)
+        marker[cell.ay, cell.ax] = 1
+        assert ref(marker, d)[t.ay, t.ax] == 1  # the centroid pixel goes where the anchor says
+        qx, qy = turn_offsets(px, py, d)
+        assert (t.mask[qy + t.ay, qx + t.ax] == 1).all()
+        rx, ry = bank.probes_of(t)  # the composed linear map gives the same probes
+        assert sorted(zip(rx.tolist(), ry.tolist())) == sorted(zip(qx.tolist(), qy.tolist()))
+        assert t.area == cell.area and t.centre_in == cell.centre_in

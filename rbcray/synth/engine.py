@@ -207,8 +207,11 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                 if _prefilter:
                     # shortcut rejections, cheapest first: off the canvas or centre taken (one
                     # read each), then a few outline pixels of the cell (probes) for the rest
-                    bad = invflat[F] | colflat[F] if centre_in else invflat[F]
-                    keep = (bad == 0).nonzero()[0]
+                    if use_kernel:
+                        bad = invflat[F] | colflat[F] if centre_in else invflat[F]
+                        keep = (bad == 0).nonzero()[0]
+                    else:  # uniform places are all on the canvas
+                        keep = (colflat[F] == 0).nonzero()[0] if centre_in else np.arange(nb)
                     if len(keep):
                         if probe is None:
                             if e not in probe_of:

@@ -289,22 +289,40 @@ class ShapeBank:
 ROTATIONS_90 = (0, 3, 5, 6)
 
 
+def _grid_op(a: np.ndarray, d: int) -> np.ndarray:
+    """Array ``a`` under dihedral element ``d`` (bit 0: transpose, then bit 1: mirror x, bit 2: mirror y)."""
+    if d == 1:
+        return cv2.transpose(a)
+    if d == 2:
+        return cv2.flip(a, 1)
+    if d == 3:
+        return cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE)
+    if d == 4:
+        return cv2.flip(a, 0)
+    if d == 5:
+        return cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    if d == 6:
+        return cv2.rotate(a, cv2.ROTATE_180)
+    return cv2.flip(cv2.transpose(a), -1)
+
+
 def turn(cell: Cell, d: int) -> Cell:
     """``cell`` under the dihedral element ``d`` of the pixel grid (exact: no resampling)."""
     if d == 0:
         return cell
-    m, dil, ax, ay = cell.mask, cell.dil, cell.ax, cell.ay
+    h, w = cell.mask.shape
+    ax, ay = cell.ax, cell.ay
     a00, a01, a10, a11 = cell.a
     if d & 1:
-        m, dil, ax, ay = m.T, dil.T, ay, ax
+        h, w, ax, ay = w, h, ay, ax
         a00, a01, a10, a11 = a10, a11, a00, a01
     if d & 2:
-        m, dil, ax = m[:, ::-1], dil[:, ::-1], m.shape[1] - 1 - ax
+        ax = w - 1 - ax
         a00, a01 = -a00, -a01
     if d & 4:
-        m, dil, ay = m[::-1], dil[::-1], m.shape[0] - 1 - ay
+        ay = h - 1 - ay
         a10, a11 = -a10, -a11
-    return Cell(np.ascontiguousarray(m), np.ascontiguousarray(dil), ax, ay, cell.k, (a00, a01, a10, a11), cell.area, cell.centre_in)
+    return Cell(_grid_op(cell.mask, d), _grid_op(cell.dil, d), ax, ay, cell.k, (a00, a01, a10, a11), cell.area, cell.centre_in)
 
 
 def turn_offsets(px: np.ndarray, py: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
