@@ -169,6 +169,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     unplaced = placed = color_rejections = total_tries = 0
     tries_avg = 1.0  # running mean of tries per cell: how candidates are drawn (cost, not law)
     probe_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # probe offsets per shape, when needed
+    probe_flat: dict[tuple[int, int], np.ndarray] = {}  # ... as flat offsets, per (shape, turn)
     for i in range(n_req):
         e = entry[i]
         if i < n_shapes:
@@ -198,8 +199,8 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                 tries += 1
                 if invflat[f] or (centre_in and colflat[f]):
                     continue
-                y, x = divmod(f, Wp)
-                cand = ((x - M, y - M),)
+                cand = ((0, f),)
+                base_tries = tries - 1
             else:
                 nb = min(batch, max_tries - tries)
                 batch = min(batch * 2, 1024)
@@ -214,20 +215,24 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                         keep = (colflat[F] == 0).nonzero()[0] if centre_in else np.arange(nb)
                     if len(keep):
                         if probe is None:
-                            if e not in probe_of:
-                                probe_of[e] = probes_of(shapes[e])
-                            px, py = turn_offsets(*probe_of[e], turn_of[i])
-                            probe = py * Wp + px
+                            key = (e, turn_of[i])
+                            probe = probe_flat.get(key)
+                            if probe is None:
+                                if e not in probe_of:
+                                    probe_of[e] = probes_of(shapes[e])
+                                px, py = turn_offsets(*probe_of[e], key[1])
+                                probe = probe_flat[key] = py * Wp + px
                         if len(probe):
                             keep = keep[~colflat[F[keep][:, None] + probe].any(axis=1)]
-                    keep = keep.tolist()
                 else:
-                    keep = flatnonzero(invflat[F] == 0).tolist() if use_kernel else range(nb)
+                    keep = (invflat[F] == 0).nonzero()[0] if use_kernel else np.arange(nb)
+                cand = zip(keep.tolist(), F[keep].tolist())
                 base_tries = tries
                 tries += nb
-                cand = _Cands(F, keep, Wp, M, base_tries)
-            for x, y in cand:
-                x0, y0 = x + M - ax, y + M - ay
+            for j, f in cand:
+                y0, x0 = divmod(f, Wp)
+                y0 -= ay
+                x0 -= ax
                 around = col[y0 - 1 : y0 + h + 1, x0 - 1 : x0 + w + 1]
                 if min_max_loc(around, dil)[1] == 0:
                     free = all_colors  # nothing under the cell or next to it (the usual case)
@@ -242,16 +247,15 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                     continue  # entirely off the canvas
                 c = int(color_u[i] * K) if free == all_colors else _pick_bit(free, color_u[i])
                 copyto(col[y0 : y0 + h, x0 : x0 + w], 1 << c, where=mb)
-                xs.append(x)
-                ys.append(y)
-                add_centre((y + M) * Wp + x + M)
+                xs.append(x0 + ax - M)
+                ys.append(y0 + ay - M)
+                add_centre(f)
                 placed += 1
                 src.append(i)
                 colour.append(c)
                 wins.append((x0 - M, y0 - M))
                 cells_used.append(cell)
-                if isinstance(cand, _Cands):
-                    tries = cand.tries_at_last()
+                tries = base_tries + j + 1
                 done = True
                 break
             if done:
@@ -272,25 +276,6 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     sample = MaskSample(int(seed), int(index), inst, colors, cells, n_req, unplaced, total_tries, color_rejections)
     sample._colbits = np.ascontiguousarray(col[M : M + H, M : M + W])
     return sample
-
-
-class _Cands:
-    """Surviving candidates of a batch as (x, y), remembering the rank of the last one taken."""
-
-    __slots__ = ("F", "idx", "row", "M", "base", "last")
-
-    def __init__(self, F: np.ndarray, idx: list[int], row: int, M: int, base: int) -> None:
-        self.F, self.idx, self.row, self.M, self.base, self.last = F, idx, row, M, base, -1
-
-    def __iter__(self):
-        F, row, M = self.F, self.row, self.M
-        for j in self.idx:
-            self.last = j
-            f = F.item(j)
-            yield f % row - M, f // row - M
-
-    def tries_at_last(self) -> int:
-        return self.base + self.last + 1
 
 
 _WORKSPACE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
