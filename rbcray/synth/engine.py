@@ -170,13 +170,17 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     tries_avg = 1.0  # running mean of tries per cell: how candidates are drawn (cost, not law)
     probe_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # probe offsets per shape, when needed
     probe_flat: dict[tuple[int, int], np.ndarray] = {}  # ... as flat offsets, per (shape, turn)
+    turned: dict[tuple[int, int], Cell] = {}  # turned shapes, per (shape, turn)
     for i in range(n_req):
         e = entry[i]
         if i < n_shapes:
             cell = augment(ex[i], angle[i], scale[i], flip_h[i], flip_v[i])
             shapes.append(cell)
         else:  # a re-used shape of this mask, turned by a law-preserving grid symmetry
-            cell = turn(shapes[e], turn_of[i])
+            key = (e, turn_of[i])
+            cell = turned.get(key)
+            if cell is None:
+                cell = turned[key] = turn(shapes[e], key[1])
         m, dil, ax, ay = cell[0], cell[1], cell[2], cell[3]
         mb, dilb = m.view(bool), dil.view(bool)
         h, w = m.shape
