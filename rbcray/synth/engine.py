@@ -155,8 +155,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     all_colors = (1 << K) - 1
     allowed = int(math.floor(cfg.max_unplaced * n_req))
     adhesive, n_init, max_tries = cfg.placement == "adhesive", cfg.n_init, cfg.max_tries
-    augment, probes_of, min_max_loc, or_reduce, copyto, flatnonzero = (
-        bank.augment, bank.probes_of, cv2.minMaxLoc, np.bitwise_or.reduce, np.copyto, np.flatnonzero)
+    augment, probes_of, min_max_loc, or_reduce, copyto = bank.augment, bank.probes_of, cv2.minMaxLoc, np.bitwise_or.reduce, np.copyto
     draw_one, draw_uniform, draw_batch, draw_uniform_batch = stream.adhesive, stream.uniform, stream.adhesive_batch, stream.uniform_batch
     add_centre = stream.add
     xs: list[int] = []
