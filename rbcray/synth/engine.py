@@ -36,7 +36,7 @@ from rbcray.data.formats import PALETTE
 from rbcray.errors import DataError
 from rbcray.synth.config import SynthConfig
 from rbcray.synth.placement import CandidateStream
-from rbcray.synth.shapes import ROTATIONS_90, Cell, ShapeBank, turn, turn_offsets
+from rbcray.synth.shapes import ROTATIONS_90, Cell, ShapeBank, turn
 
 #: Columns of the per-cell table, in order (all arrays of length n_cells, row k = instance k + 1).
 CELL_COLUMNS = (
@@ -167,7 +167,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     shapes: list[Cell] = []
     unplaced = placed = color_rejections = total_tries = 0
     tries_avg = 1.0  # running mean of tries per cell: how candidates are drawn (cost, not law)
-    probe_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # probe offsets per shape, when needed
+    probe_of: dict[int, list[list[int]]] = {}  # probe offsets (x, y) per shape, when needed
     probe_flat: dict[tuple[int, int], np.ndarray] = {}  # ... as flat offsets, per (shape, turn)
     turned: dict[tuple[int, int], Cell] = {}  # turned shapes, per (shape, turn)
     for i in range(n_req):
@@ -221,10 +221,13 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                             key = (e, turn_of[i])
                             probe = probe_flat.get(key)
                             if probe is None:
-                                if e not in probe_of:
-                                    probe_of[e] = probes_of(shapes[e])
-                                px, py = turn_offsets(*probe_of[e], key[1])
-                                probe = probe_flat[key] = py * Wp + px
+                                pxy = probe_of.get(e)
+                                if pxy is None:
+                                    pxy = probe_of[e] = [p.tolist() for p in probes_of(shapes[e])]
+                                d = key[1]
+                                px, py = (pxy[1], pxy[0]) if d & 1 else pxy
+                                sx, sy = (-1 if d & 2 else 1), (-Wp if d & 4 else Wp)
+                                probe = probe_flat[key] = np.array([sy * v + sx * u for u, v in zip(px, py)], np.int64)
                         if len(probe):
                             keep = keep[~colflat[F[keep][:, None] + probe].any(axis=1)]
                 else:
