@@ -78,11 +78,11 @@ class MaskSample:
     def color_mask(self) -> np.ndarray:
         """The colour-coded mask, RGB uint8 (H, W, 3): each cell in its palette colour."""
         bits = self._colbits
-        if bits.dtype == np.uint8:  # one 256-entry table per channel (cv2.LUT), then merged
-            luts = np.zeros((3, 256), np.uint8)
+        if bits.dtype == np.uint8:  # a 256-entry colour table applied in one OpenCV call
+            lut = np.zeros((256, 1, 3), np.uint8)
             for c in range(8):
-                luts[:, 1 << c] = PALETTE[c]
-            return cv2.merge([cv2.LUT(bits, luts[ch]) for ch in range(3)])
+                lut[1 << c, 0] = PALETTE[c]
+            return cv2.applyColorMap(bits, lut)
         lut16 = np.zeros((65536, 3), np.uint8)
         for c in range(16):
             lut16[1 << c] = PALETTE[c]
