@@ -73,7 +73,7 @@ class SynthConfig:
     #: distinct augmented shapes per mask (0 = every cell its own): a mask with more cells re-uses
     #: them, each re-use turned by a random grid symmetry that leaves the augmentation law
     #: unchanged (see engine.py); bounds the cost of augmentation on large canvases
-    shapes_per_mask: int = 128
+    shapes_per_mask: int = 64
     #: shape-bank categories to draw exemplars from (COCO ids; 1 = RBC)
     categories: tuple[int, ...] = (1,)
 

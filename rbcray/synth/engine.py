@@ -150,6 +150,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     M = ms + stream.reach + 1  # canvas margin: no cell, draw or probe of a draw ever leaves it
     Wp = W + 2 * M
     stream.M, stream.row = M, Wp
+    stream.uniform_only = cfg.placement == "uniform"
     col, inv = _workspace(H, W, M, ms, np.uint8 if K <= 8 else np.uint16)
     colflat, invflat = col.reshape(-1), inv.reshape(-1)  # views: candidates read them by flat index
     all_colors = (1 << K) - 1

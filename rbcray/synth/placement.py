@@ -197,6 +197,9 @@ class CandidateStream:
         self.tickets = np.zeros(max(1, n_init * (capacity + 1)), np.int64)
         self.n_tickets = 0
         self.placed = 0
+        #: uniform placement: no kernel offsets are needed
+        self.uniform_only = False
+        self.dflat: np.ndarray | None = None
 
     @property
     def reach(self) -> int:
@@ -211,21 +214,32 @@ class CandidateStream:
         self.placed += 1
 
     def _refill(self) -> None:
-        a, b, prob, alias = self.table
         u = self.rng.random((4, self.chunk))  # ticket / uniform x, uniform y, alias column + coin, symmetry
-        t = u[2] * len(a)
-        col = t.astype(np.int64)
-        k = np.where(t - col < prob[col], col, alias[col])
-        sym = (u[3] * 8.0).astype(np.int64)  # 3 random bits: swap, sign of x, sign of y
-        ox, oy = a[k], b[k]
-        swap = (sym & 1) == 1
-        ox, oy = np.where(swap, oy, ox), np.where(swap, ox, oy)
-        self.dflat = np.where(sym & 4, -oy, oy) * self.row + np.where(sym & 2, -ox, ox)
+        self.u = u
         self.u0 = u[0]
-        ux = (u[0] * self.W).astype(np.int64)
-        uy = (u[1] * self.H).astype(np.int64)
-        self.uflat = (uy + self.M) * self.row + ux + self.M
         self.pos = 0
+        self.dflat = None
+        # only what the next draws can use: uniform places while they are drawn, kernel offsets
+        # once Eq. 3 applies (made on first use, see _offsets)
+        if self.uniform_only or self.placed < self.n_init:
+            ux = (u[0] * self.W).astype(np.int64)
+            uy = (u[1] * self.H).astype(np.int64)
+            self.uflat = (uy + self.M) * self.row + ux + self.M
+
+    def _offsets(self) -> np.ndarray:
+        """Flat kernel offsets of the current chunk."""
+        if self.dflat is None:
+            a, b, prob, alias = self.table
+            u = self.u
+            t = u[2] * len(a)
+            col = t.astype(np.int64)
+            k = np.where(t - col < prob[col], col, alias[col])
+            sym = (u[3] * 8.0).astype(np.int64)  # 3 random bits: swap, sign of x, sign of y
+            ox, oy = a[k], b[k]
+            swap = (sym & 1) == 1
+            ox, oy = np.where(swap, oy, ox), np.where(swap, ox, oy)
+            self.dflat = np.where(sym & 4, -oy, oy) * self.row + np.where(sym & 2, -ox, ox)
+        return self.dflat
 
     def _take(self, n: int) -> int:
         if self.pos + n > self.chunk:
@@ -242,7 +256,7 @@ class CandidateStream:
     def adhesive(self) -> int:
         """One draw from P(placed + 1) on the plane (flat index; may lie off the canvas)."""
         i = self._take(1)
-        return self.tickets.item(int(self.u0.item(i) * self.n_tickets)) + self.dflat.item(i)
+        return self.tickets.item(int(self.u0.item(i) * self.n_tickets)) + self._offsets().item(i)
 
     def uniform_batch(self, n: int) -> np.ndarray:
         """Flat indices of ``n`` uniform pixels."""
@@ -252,4 +266,4 @@ class CandidateStream:
     def adhesive_batch(self, n: int) -> np.ndarray:
         """Flat indices of ``n`` independent draws from P(placed + 1) (off-canvas ones included)."""
         i = self._take(n)
-        return self.tickets[(self.u0[i : i + n] * self.n_tickets).astype(np.int64)] + self.dflat[i : i + n]
+        return self.tickets[(self.u0[i : i + n] * self.n_tickets).astype(np.int64)] + self._offsets()[i : i + n]
