@@ -123,3 +123,21 @@ def test_bad_inputs_are_one_line_errors(real, tmp_path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     _fails(["shapes", str(tmp_path / "empty"), "--out", str(tmp_path / "s.parquet")], capsys, "not a dataset folder")
     _fails(["compare", str(real["real"]), str(real["real"]), "--figure", str(tmp_path / "f.jpg")], capsys, "PNG")
+
+
+def test_masks_config_file_and_flags(real, tmp_path, capsys) -> None:
+    shapes = tmp_path / "shapes.parquet"
+    assert main(["shapes", str(real["real"]), "--out", str(shapes)]) == 0
+    cfg_file = tmp_path / "synth.yaml"
+    cfg_file.write_text("placement: uniform\ncolors: 4\nshapes_per_mask: 0\nwidth: 200\n")
+    out = tmp_path / "m"
+    assert main(["masks", "--shapes", str(shapes), "--stats", str(real["stats"]), "--num", "2", "--out", str(out),
+                 "--config", str(cfg_file), "--colors", "5"]) == 0
+    cfg = SynthConfig.from_dict(json.loads((out / "dataset.json").read_text())["config"]["synth"])
+    # the file's values, the flag over the file, the stats for the rest (count scaled by area)
+    assert (cfg.placement, cfg.colors, cfg.shapes_per_mask, cfg.width, cfg.height) == ("uniform", 5, 0, 200, 180)
+    stats = json.loads(real["stats"].read_text())["synthesis"]
+    assert cfg.cells_mean == pytest.approx(stats["cells_mean"] * 200 / 240)
+    cfg_file.write_text("placment: uniform\n")
+    _fails(["masks", "--shapes", str(shapes), "--stats", str(real["stats"]), "--num", "2", "--out", str(tmp_path / "n"),
+            "--config", str(cfg_file)], capsys, "synth.yaml", "placment")
