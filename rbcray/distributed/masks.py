@@ -144,7 +144,8 @@ def mask_dataset(
     """A Ray Dataset of masks for sample ids ``start .. start + num_samples - 1`` (lazy)."""
     import ray
 
-    ds = ray.data.range(num_samples)
+    # one input block per batch, so that every actor of the pool has work from the start
+    ds = ray.data.range(num_samples, override_num_blocks=max(1, -(-num_samples // batch_size)))
     if start:
         ds = ds.map_batches(lambda b: {"id": b["id"] + start}, batch_format="numpy")
     ds = ds.rename_columns({"id": "sample_id"})
