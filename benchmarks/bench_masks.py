@@ -10,8 +10,9 @@
    measured first n_init + 1 cells plus 669 - n_init - 1 times its median time per later cell (a
    map update and sampling cost the same for every cell, whatever the count).
 3. Masks per second through a Ray Data actor pool (``rbcray.distributed.masks.MaskActor``) of 1
-   and of 2 actors (0.5 CPU each, so Ray's own tasks keep room on 2 cores): the difference of a
-   long and a short run, so that start-up cancels out.
+   and of 2 actors (1 CPU each; the sample ids are ready blocks, so no read task needs a core),
+   16 masks per task; the rate is the slope of delivered masks against time once every actor
+   has delivered its first block.
 
 The shape bank: ``--shapes``, else the whole cells of the first ``--images`` Chula-RBC-12 images
 annotated with ``rbcray annotate`` into a temporary folder. Ends with one line:
@@ -77,23 +78,24 @@ def bench_fast(bank: ShapeBank, cfg: SynthConfig, n: int) -> tuple[float, float,
     return float(np.median(wall)) * 1e3, float(np.median(cpu)) * 1e3, float(np.mean(unplaced))
 
 
-def _run_ray(shapes: str, cfg: SynthConfig, n: int, actors: int) -> float:
-    from rbcray.distributed.masks import mask_dataset
+def bench_ray(shapes: str, cfg: SynthConfig, n: int, actors: int, batch: int = 16) -> float:
+    """Masks/s of a pool of ``actors`` in steady state (pool start-up and bank loading excluded)."""
+    import ray
 
-    t0 = time.perf_counter()
-    ds = mask_dataset(n, shapes, cfg.to_dict(), 0, actors=actors, num_cpus=0.5, batch_size=4, outputs=())
-    rows = sum(len(b["sample_id"]) for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
-    assert rows == n, rows
-    return time.perf_counter() - t0
+    from rbcray.distributed.masks import mask_stage
 
-
-def bench_ray(shapes: str, cfg: SynthConfig, n: int, actors: int) -> float:
-    """Masks/s of a pool of ``actors``: (n - n/4) masks over the time difference of a run of n
-    and a run of n/4, so pool start-up and bank loading cancel out."""
-    small = max(4 * actors, n // 4)
-    t_small = _run_ray(shapes, cfg, small, actors)
-    t_big = _run_ray(shapes, cfg, n, actors)
-    return (n - small) / max(t_big - t_small, 1e-9)
+    # sample ids as ready blocks (no read task competes for the 2 cores), one block per batch
+    ids = ray.data.from_numpy([np.arange(i, min(n, i + batch)) for i in range(0, n, batch)]).rename_columns({"data": "sample_id"})
+    ds = mask_stage(ids, shapes, cfg.to_dict(), 0, actors=actors, num_cpus=1.0, batch_size=batch, outputs=())
+    stamps = []
+    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        stamps.append((time.perf_counter(), len(b["sample_id"])))
+    assert sum(r for _, r in stamps) == n
+    # steady state: slope of delivered rows against time, after the first block of each actor
+    # (those arrive while the pool is still starting)
+    t = np.array([a for a, _ in stamps])
+    cum = np.cumsum([r for _, r in stamps])
+    return float(np.polyfit(t[actors - 1 :], cum[actors - 1 :], 1)[0])
 
 
 def main() -> None:
@@ -102,7 +104,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=60, help="Chula images to annotate for the bank")
     ap.add_argument("--masks", type=int, default=30, help="masks timed on one core")
     ap.add_argument("--literal-cells", type=int, default=50, help="cells placed by the literal reference")
-    ap.add_argument("--ray-masks", type=int, default=96, help="masks per actor-pool run")
+    ap.add_argument("--ray-masks", type=int, default=320, help="masks per actor-pool run")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,7 +136,7 @@ def main() -> None:
         ray.data.DataContext.get_current().enable_progress_bars = False
         rate = {}
         for k in (1, 2):
-            _run_ray(shapes, cfg, 4 * k, k)  # warm-up (worker processes, imports)
+            bench_ray(shapes, cfg, 32 * k, k)  # warm-up (worker processes, imports)
             rate[k] = bench_ray(shapes, cfg, args.ray_masks, k)
             print(f"Ray actor pool of {k}: {rate[k]:.1f} masks/s; load average {load()}")
         ray.shutdown()

@@ -129,6 +129,35 @@ def _objects(items: list) -> np.ndarray:
     return a
 
 
+def mask_stage(
+    ds,
+    shapes: str,
+    config: dict[str, Any],
+    seed: int,
+    *,
+    actors: int = 1,
+    num_cpus: float = 1.0,
+    batch_size: int = 8,
+    outputs: Sequence[str] = ("instances", "color_mask", "png"),
+    max_tasks_in_flight_per_actor: int = 2,
+):
+    """``ds`` (a Ray Dataset with a ``sample_id`` column) mapped through a pool of :class:`MaskActor`.
+
+    Two tasks in flight per actor let the next batch reach an actor while it works on the current
+    one, so actors do not wait for the scheduler between batches.
+    """
+    import ray
+
+    return ds.map_batches(
+        MaskActor,
+        fn_constructor_kwargs={"shapes": shapes, "config": dict(config), "seed": int(seed), "outputs": tuple(outputs)},
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=max_tasks_in_flight_per_actor),
+        num_cpus=num_cpus,
+        batch_size=batch_size,
+        batch_format="numpy",
+    )
+
+
 def mask_dataset(
     num_samples: int,
     shapes: str,
@@ -141,7 +170,11 @@ def mask_dataset(
     start: int = 0,
     outputs: Sequence[str] = ("instances", "color_mask", "png"),
 ):
-    """A Ray Dataset of masks for sample ids ``start .. start + num_samples - 1`` (lazy)."""
+    """A Ray Dataset of masks for sample ids ``start .. start + num_samples - 1`` (lazy).
+
+    The ids come from ``ray.data.range`` (read tasks need a CPU each: keep ``num_cpus * actors``
+    below the cluster's CPUs, or pass your own id dataset to :func:`mask_stage`).
+    """
     import ray
 
     # one input block per batch, so that every actor of the pool has work from the start
@@ -149,11 +182,4 @@ def mask_dataset(
     if start:
         ds = ds.map_batches(lambda b: {"id": b["id"] + start}, batch_format="numpy")
     ds = ds.rename_columns({"id": "sample_id"})
-    return ds.map_batches(
-        MaskActor,
-        fn_constructor_kwargs={"shapes": shapes, "config": dict(config), "seed": int(seed), "outputs": tuple(outputs)},
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=num_cpus,
-        batch_size=batch_size,
-        batch_format="numpy",
-    )
+    return mask_stage(ds, shapes, config, seed, actors=actors, num_cpus=num_cpus, batch_size=batch_size, outputs=outputs)
