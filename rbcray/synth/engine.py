@@ -7,7 +7,8 @@ bytes in any process, whatever the batch or actor count.
 
 Per mask: n ~ Norm(cells_mean, cells_std) (rounded, >= 0); per cell a random exemplar of the bank
 (uniform over the configured categories) and its augmentation (rotation, scale, flips; see
-shapes.py); then the cell's place is drawn from the placement law (placement.py: Eq. 3 or
+shapes.py; a mask augments at most ``shapes_per_mask`` shapes and re-uses them turned by a grid
+symmetry that leaves the augmentation law unchanged, see :func:`_turns`); then the cell's place is drawn from the placement law (placement.py: Eq. 3 or
 uniform) until it is *feasible*: the cell overlaps no placed cell, shows at least one pixel on
 the canvas, and its touching neighbours (8-connectivity) leave at least one of the K palette
 colours free. It then takes a colour uniformly among the free ones. After ``max_tries`` infeasible
