@@ -229,3 +229,13 @@ def test_grid_turns_are_exact(bank) -> None:
         rx, ry = bank.probes_of(t)  # the composed linear map gives the same probes
         assert sorted(zip(rx.tolist(), ry.tolist())) == sorted(zip(qx.tolist(), qy.tolist()))
         assert t.area == cell.area and t.centre_in == cell.centre_in
+
+
+def test_threads_do_not_share_canvases(bank) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = SynthConfig(width=200, height=160, cells_mean=40, cells_std=0, cell_size=16)
+    want = [_digest(synthesize(bank, cfg, 4, i)) for i in range(8)]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda i: _digest(synthesize(bank, cfg, 4, i)), range(8)))
+    assert got == want

@@ -27,6 +27,7 @@ ever clipped.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,28 +287,29 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     return sample
 
 
-_WORKSPACE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_LOCAL = threading.local()  # per-thread workspaces: synthesize may run in several threads at once
 
 
 def _workspace(H: int, W: int, M: int, ms: int, col_dtype: type) -> tuple[np.ndarray, np.ndarray]:
-    """The zeroed colour canvas and the off-canvas lookup, reused across masks of a process.
+    """The zeroed colour canvas and the off-canvas lookup, reused across masks of a thread.
 
     A fresh ``np.zeros`` canvas is mapped lazily: every cell would then page-fault on each of the
     ~50 canvas rows it first touches (dozens of microseconds per cell). Re-zeroing a resident
     buffer costs one memset per mask instead, and only where cells can reach (``ms`` around the
     canvas). Outputs are copies, so reuse is safe.
     """
+    cache = _LOCAL.__dict__.setdefault("workspaces", {})
     key = (H, W, M, np.dtype(col_dtype).str)
-    if key not in _WORKSPACE:
-        if len(_WORKSPACE) >= 4:
-            _WORKSPACE.clear()
+    if key not in cache:
+        if len(cache) >= 4:
+            cache.clear()
         shape = (H + 2 * M, W + 2 * M)
         inv = np.ones(shape, np.uint8)
         inv[M : M + H, M : M + W] = 0
         col = np.ones(shape, col_dtype)
         col.fill(0)
-        _WORKSPACE[key] = (col, inv)
-    col, inv = _WORKSPACE[key]
+        cache[key] = (col, inv)
+    col, inv = cache[key]
     col[M - ms : M + H + ms, M - ms : M + W + ms].fill(0)
     return col, inv
 
