@@ -7,21 +7,24 @@ bytes in any process, whatever the batch or actor count.
 
 Per mask: n ~ Norm(cells_mean, cells_std) (rounded, >= 0); per cell a random exemplar of the bank
 (uniform over the configured categories) and its augmentation (rotation, scale, flips; see
-shapes.py; a mask augments at most ``shapes_per_mask`` shapes and re-uses them turned by a grid
-symmetry that leaves the augmentation law unchanged, see :func:`_turns`); then the cell's place is drawn from the placement law (placement.py: Eq. 3 or
-uniform) until it is *feasible*: the cell overlaps no placed cell, shows at least one pixel on
-the canvas, and its touching neighbours (8-connectivity) leave at least one of the K palette
-colours free. It then takes a colour uniformly among the free ones. After ``max_tries`` infeasible
-draws the cell is given up; more than ``max_unplaced * n`` given-up cells is an error (the density
-cannot be placed), so a mask never loops forever.
+shapes.py). A mask augments at most ``shapes_per_mask`` shapes and re-uses them, each re-use
+turned by a grid symmetry that leaves the augmentation law unchanged (:func:`_turns`). Then the
+cell's place is drawn from the placement law (placement.py: Eq. 3 or uniform) until it is
+*feasible*: the cell overlaps no placed cell, shows at least one pixel on the canvas, and its
+touching neighbours (8-connectivity) leave at least one of the K palette colours free; it takes a
+colour uniformly among the free ones. After ``max_tries`` infeasible draws the cell is given up;
+more than ``max_unplaced * n`` given-up cells is an error (the density cannot be placed), so a
+mask never loops forever.
 
 Speed (benchmarks/bench_masks.py): everything per cell is local to the cell's bounding box. One
-padded canvas is kept while placing: ``col`` (the cell's colour as one bit, 1 << c); the instance
-map is painted at the end, row band by row band. A draw is rejected first by one pixel read (its centre is occupied), then by
-``cv2.minMaxLoc`` of ``col`` under the cell's mask (overlap), and the colours of its neighbours
-are one OR-reduction of ``col`` under the cell dilated by one pixel. Cells may stick out of the
-canvas (they are cut by the border like real ones); the canvases have a margin so no window is
-ever clipped.
+padded uint8 canvas is kept while placing, ``col``: each cell's colour as one bit (1 << c). A
+draw is rejected by one read (off the canvas, or its centre taken), then by a few outline pixels
+of the cell ("probes"), then exactly: one ``cv2.minMaxLoc`` of ``col`` under the cell dilated by
+one pixel (nothing there: placed, every colour free) or, when something is near, a ``minMaxLoc``
+under the cell (overlap) and an OR of the neighbours' colour bits. Draws come one at a time while
+places are easy to find and in vectorised batches when they are not; candidates are flat indices
+into the padded canvas, so cells cut by the border need no clipping. The instance map is painted
+at the end, top to bottom, which keeps the rows being written in cache.
 """
 
 from __future__ import annotations
