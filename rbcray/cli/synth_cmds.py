@@ -104,6 +104,9 @@ def cmd_masks(args: argparse.Namespace) -> int:
                       provenance={"stats": str(args.stats) if args.stats else None}, progress=progress)
     print(f"{args.out}: {res['n_masks']} masks, {res['cells_mean']:.1f} ± {res['cells_std']:.1f} cells"
           + (f", {res['n_unplaced']} cells could not be placed" if res["n_unplaced"] else ""))
+    if res["n_unplaced"] > 0.01 * res["n_requested"]:
+        print(f"warning: {100 * res['n_unplaced'] / res['n_requested']:.1f} % of the requested cells did not fit (the densest "
+              "masks are truncated; n_unplaced per mask is in dataset.json)", file=sys.stderr)
     return 0
 
 

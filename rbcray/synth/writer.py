@@ -75,4 +75,5 @@ def write_masks(
         "cells_mean": float(counts.mean()) if num else 0.0,
         "cells_std": float(counts.std()) if num else 0.0,
         "n_unplaced": int(sum(s.n_unplaced for _, s in made)),
+        "n_requested": int(sum(s.n_requested for _, s in made)),
     }
