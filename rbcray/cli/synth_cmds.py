@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--placement", choices=("adhesive", "uniform"), help="Eq. 3 or uniform (default adhesive)")
     p.add_argument("--colors", type=int, metavar="K", help="palette colours (default 8)")
     p.add_argument("--n-init", type=int, metavar="N", help="uniform centres before Eq. 3 takes over (default 20)")
+    p.add_argument("--kernel-inner", type=float, metavar="V", help="Eq. 3 kernel value within cell_size of its centre (default 0)")
     p.add_argument("--max-tries", type=int, metavar="T", help="placement tries per cell (default 1000)")
     p.add_argument("--config", metavar="FILE", help="JSON/YAML with any SynthConfig fields (flags override it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -88,7 +89,7 @@ def cmd_masks(args: argparse.Namespace) -> int:
     given = _config_file_keys(args.config) if args.config else {}
     flags = {"width": args.width, "height": args.height, "cells_mean": args.cells_mean, "cells_std": args.cells_std,
              "cell_size": args.cell_size, "placement": args.placement, "colors": args.colors, "n_init": args.n_init,
-             "max_tries": args.max_tries}
+             "kernel_inner": args.kernel_inner, "max_tries": args.max_tries}
     given.update({k: v for k, v in flags.items() if v is not None})  # flags override the file
     stats = read_json(args.stats) if args.stats else None
     cfg = resolve_config(stats, where=str(args.stats), **given)

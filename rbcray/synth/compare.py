@@ -56,8 +56,16 @@ def _summ(v: np.ndarray) -> dict[str, float]:
 
 
 def _label(ds: Dataset) -> str:
+    """'adhesive' / 'uniform', with the Eq. 3 parameters that differ from the defaults."""
     synth = (ds.meta.get("config") or {}).get("synth") or {}
-    return str(synth.get("placement") or ds.name)
+    if not synth.get("placement"):
+        return ds.name
+    label = str(synth["placement"])
+    if label == "adhesive":
+        extra = [f"n_init {synth['n_init']}"] if synth.get("n_init", 20) != 20 else []
+        extra += [f"inner {synth['kernel_inner']:g}"] if synth.get("kernel_inner", 0.0) else []
+        label += f" ({', '.join(extra)})" if extra else ""
+    return label
 
 
 def compare(real_dir: str | Path, synth_dirs: list[str | Path]) -> dict[str, Any]:
@@ -180,10 +188,10 @@ def figure(res: dict[str, Any], out: str | Path) -> None:
     rs = samples_of(real)
     ss = [samples_of(s) for s in synths]
     for a, (key, label) in zip(axes[1], (s for s in STATISTICS if s[0] != "cells_per_image")):
-        for name, data in [("real", rs)] + [(r["label"], x) for r, x in zip(res["synthetic"], ss)]:
+        for name, data, r in [("real", rs, None)] + [(r["label"], x, r) for r, x in zip(res["synthetic"], ss)]:
             v = np.sort(data[key][np.isfinite(data[key])])
             if len(v):
-                extra = "" if name == "real" else f" (KS D {next(r for r in res['synthetic'] if r['label'] == name)['ks'][key]['D']:.2f})"
+                extra = "" if r is None else f" (KS D {r['ks'][key]['D']:.2f})"
                 a.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=name + extra)
         a.set_title(label, fontsize=9)
         a.set_ylabel("ECDF")

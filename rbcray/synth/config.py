@@ -119,6 +119,15 @@ class SynthConfig:
         return from_dict(cls, data, where=where)
 
 
+#: the paper's setting: 20 uniform seeds on a 1920x1200 canvas
+PAPER_N_INIT, PAPER_CANVAS = 20, (1920, 1200)
+
+
+def area_scaled_n_init(width: int, height: int) -> int:
+    """n_init giving the paper's density of uniform seeds (20 per 1920x1200) on another canvas."""
+    return max(1, round(PAPER_N_INIT * width * height / (PAPER_CANVAS[0] * PAPER_CANVAS[1])))
+
+
 def synthesis_params(stats: dict[str, Any], where: str = "stats") -> dict[str, float]:
     """The ``synthesis`` block of an ``rbcray stats`` JSON, checked."""
     syn = stats.get("synthesis") if isinstance(stats, dict) else None
