@@ -19,6 +19,7 @@ from rbcray.errors import RbcrayError
 COMMAND_MODULES: tuple[str, ...] = (
     # one module per stage; each adds its subcommands
     "rbcray.cli.data_cmds",
+    "rbcray.cli.synth_cmds",
     "rbcray.cli.demo_cmd",
 )
 
