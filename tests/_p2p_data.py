@@ -44,3 +44,14 @@ def make_dataset(chula_root: Path, out: Path, stems: tuple[str, ...] = ("1", "2"
             img = read_image(chula_root / "Dataset" / f"{s}.jpg")
             w.add(f"c{s}", quick_instances(img), image=img)
     return out
+
+
+def make_crops_dataset(chula_root: Path, out: Path, size: int = 64) -> Path:
+    """Two real size x size crops (Chula images 1 and 2, centre region) with their instance maps."""
+    with DatasetWriter(out, name="chula-crops", kind="test") as w:
+        for s in ("1", "2"):
+            img = read_image(chula_root / "Dataset" / f"{s}.jpg")
+            inst = quick_instances(img)
+            y0, x0 = 200, 280
+            w.add(f"crop{s}", relabel_sequential(inst[y0 : y0 + size, x0 : x0 + size]), image=img[y0 : y0 + size, x0 : x0 + size])
+    return out

@@ -159,13 +159,19 @@ def train_distributed(
         run_config=run_config,
     )
     log(f"Ray Train: {workers} worker(s), {'GPU' if use_gpu else 'CPU'}, {cpus_per_worker} CPU each; run folder {out}")
+    from ray.train import TrainingFailedError
+
     try:
         result = trainer.fit()
-    except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; surface user errors as one line
+    except TrainingFailedError as e:
         cause = _user_error(e)
-        if cause is not None:
+        if cause is not None:  # a bad input found by a worker: the user's one-line error
             raise cause from None
-        raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RbcrayError(
+            f"training of {out} failed after {max_failures} restart(s) ({first}); "
+            "re-run the same command to resume from its last checkpoint"
+        ) from None
     return {"metrics": dict(result.metrics or {}), "checkpoint": result.checkpoint.path if result.checkpoint else None}
 
 
@@ -181,6 +187,7 @@ def _user_error(e: BaseException) -> RbcrayError | None:
         if isinstance(x, RbcrayError):
             return x
         stack += [x.__cause__, x.__context__, getattr(x, "cause", None)]
-        for v in getattr(x, "worker_failures", {}).values() if isinstance(getattr(x, "worker_failures", None), dict) else []:
-            stack.append(v)
+        failures = getattr(x, "worker_failures", None)
+        if isinstance(failures, dict):
+            stack += list(failures.values())
     return None
