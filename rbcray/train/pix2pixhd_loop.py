@@ -105,7 +105,7 @@ class Trainer:
             size = (max(8, full[0] // 2), max(8, full[1] // 2))
         return CropSpec(c.load_size, c.crop_size, tuple(size), c.flip)
 
-    def _prepare(self, epoch: int) -> None:
+    def prepare_epoch(self, epoch: int) -> None:
         """Stage switch, G1 freezing, DDP wrapping and learning rate for 0-based ``epoch``."""
         c = self.cfg
         stage = c.stage_of(epoch)
@@ -203,7 +203,7 @@ class Trainer:
     def train_epoch(self) -> dict[str, Any]:
         """Train epoch ``self.epoch`` (0-based) and return its metrics (averaged over ranks)."""
         epoch = self.epoch
-        self._prepare(epoch)
+        self.prepare_epoch(epoch)
         self.model.train()
         self.D.train()
         sums = torch.zeros(len(LOSS_KEYS) + 1, dtype=torch.float64)
@@ -232,7 +232,7 @@ class Trainer:
         count = max(float(sums[-1]), 1.0)
         m: dict[str, Any] = {k: float(sums[i]) / count for i, k in enumerate(LOSS_KEYS) if k != "G_VGG" or self.vgg is not None}
         m.update(epoch=epoch + 1, stage=self.cfg.stage_of(epoch), lr=self.cfg.lr_at(epoch), images=int(count),
-                 seconds=seconds, img_s=count / max(seconds, 1e-9))
+                 seconds=seconds, img_s=count / max(seconds, 1e-9), time=time.time())
         self.epoch += 1
         self.history.append(m)
         return m
