@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,12 @@ def _maybe_fail(spec: str | None, rank: int, epoch: int) -> None:
     if int(r) == rank and int(e) == epoch and not os.path.exists(marker):
         Path(marker).write_text(f"worker {rank} killed after epoch {epoch}\n")
         os._exit(1)
+
+
+def _say(msg: str) -> None:
+    """Progress line from a worker (stderr: Ray Train v2 echoes a worker's stdout twice)."""
+    sys.stderr.write(f"[rbcray train] {msg}\n")
+    sys.stderr.flush()
 
 
 def _worker(config: dict[str, Any]) -> None:
@@ -65,12 +72,12 @@ def _worker(config: dict[str, Any]) -> None:
     if trainer.epoch and trainer.epoch < cfg.total_epochs:
         trainer.resumes.append(trainer.epoch)
         if rank == 0:
-            print(f"[rbcray train] resuming at epoch {trainer.epoch}/{cfg.total_epochs}", flush=True)
+            _say(f"resuming at epoch {trainer.epoch}/{cfg.total_epochs}")
     while trainer.epoch < cfg.total_epochs:
         metrics = trainer.train_epoch()
         epoch = trainer.epoch
         if rank == 0:
-            print("[rbcray train] " + format_metrics(epoch, cfg.total_epochs, metrics), flush=True)
+            _say(format_metrics(epoch, cfg.total_epochs, metrics))
             storage.write_bytes(storage.join(out, "samples", f"epoch_{epoch:04d}.png"), trainer.sample_grid())
         report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.total_epochs:
@@ -84,7 +91,7 @@ def _worker(config: dict[str, Any]) -> None:
             ray.train.report(report)
         _maybe_fail(config.get("fault"), rank, epoch)
     if rank == 0:
-        export_model(trainer, out, log=lambda s: print("[rbcray train] " + s, flush=True))
+        export_model(trainer, out, log=_say)
 
 
 def run_location(out: str) -> tuple[str, str, Any]:
