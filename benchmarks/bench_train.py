@@ -88,40 +88,48 @@ def bench_cpu(args: argparse.Namespace, data: Path, tmp: Path) -> dict[str, floa
     return res
 
 
-def bench_gpu(args: argparse.Namespace, data: Path) -> None:
-    """Stage 1 (1024x640) and stage 2 (1920x1200) at the paper's widths, fp32 vs bf16, peak memory."""
+def bench_gpu(args: argparse.Namespace, data: Path, device: str = "cuda") -> None:
+    """Stage 1 (1024x640) and stage 2 (1920x1200) at the paper's widths, fp32 vs bf16, peak memory.
+
+    ``device="cpu"`` runs the same code without timing meaning (a smoke check of this path).
+    """
+    cuda = device == "cuda"
     from rbcray.cli.train_cmds import resolve_config
     from rbcray.train.pix2pixhd_data import collate
     from rbcray.train.pix2pixhd_loop import Trainer, open_dataset
 
     paper = replace(resolve_config("paper"), vgg_loss=args.vgg_weights is not None, vgg_weights=args.vgg_weights,
-                    device="cuda", samples_per_epoch=args.gpu_batch * (args.gpu_steps + 3), batch_size=args.gpu_batch)
+                    device=device, samples_per_epoch=args.gpu_batch * (args.gpu_steps + 3), batch_size=args.gpu_batch)
     ds = open_dataset(data)
     for stage in (1, 2):
         for bf16 in (False, True):
             cfg = replace(paper, bf16=bf16, stage1_epochs=1 if stage == 1 else 0)
             if stage == 2:
                 cfg = replace(cfg, stage1_epochs=1, stage2_epochs=1, freeze_global_epochs=0)
-            tr = Trainer(cfg, ds, device="cuda")
+            tr = Trainer(cfg, ds, device=device)
             epoch = 0 if stage == 1 else 1
             tr.prepare_epoch(epoch)
             tr.model.train()
             items = tr.loader(epoch).dataset
-            batch = [t.cuda() for t in collate([items[i] for i in range(args.gpu_batch)])]
-            torch.cuda.reset_peak_memory_stats()
-            for i in range(args.gpu_steps + 3):
-                if i == 3:
-                    torch.cuda.synchronize()
+            batch = [t.to(device) for t in collate([items[i] for i in range(args.gpu_batch)])]
+            sync = torch.cuda.synchronize if cuda else (lambda: None)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            warm = 3 if cuda else 0
+            for i in range(args.gpu_steps + warm):
+                if i == warm:
+                    sync()
                     t0 = time.perf_counter()
                 fake, _ = tr.phase_Gmain(*batch)
                 tr.phase_Dmain(*batch, fake)
-            torch.cuda.synchronize()
+            sync()
             ips = args.gpu_steps * args.gpu_batch / (time.perf_counter() - t0)
             size = "x".join(map(str, batch[0].shape[-1:-3:-1]))
-            print(f"GPU stage {stage} {size} {'bf16' if bf16 else 'fp32'}: {ips:.2f} img/s, "
-                  f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+            print(f"{device} stage {stage} {size} {'bf16' if bf16 and cuda else 'fp32'}: {ips:.2f} img/s, peak memory {peak:.2f} GiB")
             del tr, batch
-            torch.cuda.empty_cache()
+            if cuda:
+                torch.cuda.empty_cache()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-steps", type=int, default=10)
     p.add_argument("--gpu-batch", type=int, default=1)
     p.add_argument("--vgg-weights", help="include the VGG19 loss in the GPU figures")
+    p.add_argument("--resolution-check-on-cpu", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rbcray-bench-train-") as d:
         tmp = Path(d)
         data = Path(args.data) if args.data else default_dataset(tmp, args.images)
+        if args.resolution_check_on_cpu:  # exercise the GPU path's code on CPU, then stop
+            bench_gpu(args, data, device="cpu")
+            return 0
         if args.device == "cuda":
             if not torch.cuda.is_available():
                 raise SystemExit("--device cuda: no CUDA GPU here")

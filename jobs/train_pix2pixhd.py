@@ -16,11 +16,12 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        import rbcray  # noqa: F401
-    except ImportError:  # run from a checkout (ray job --working-dir .): the package is beside jobs/
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    root = Path(__file__).resolve().parents[1]
+    if (root / "rbcray" / "__init__.py").exists():  # the shipped working dir wins over an installed rbcray
+        sys.path.insert(0, str(root))
     from rbcray.cli import main as cli_main
+
+    print(f"rbcray from {sys.modules['rbcray'].__file__}", flush=True)
 
     return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 

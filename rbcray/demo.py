@@ -24,6 +24,7 @@ from rbcray.errors import RbcrayError
 STEPS: tuple[tuple[str, str], ...] = (
     ("annotate", "rbcray.data.demo_steps:annotate_step"),
     ("stats", "rbcray.data.demo_steps:stats_step"),
+    ("train", "rbcray.train.demo_step:train_step"),
 )
 
 

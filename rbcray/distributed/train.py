@@ -134,7 +134,8 @@ def train_distributed(
     check_vgg(cfg)
     open_dataset(data)  # fail before starting workers when the folder is not a training set
     storage.check_writable(out)
-    res = init_ray() if not ray.is_initialized() else dict(ray.cluster_resources())
+    # training moves no data through the object store: keep it small on a local instance
+    res = init_ray(object_store_memory=1_000_000_000) if not ray.is_initialized() else dict(ray.cluster_resources())
     ngpu = int(res.get("GPU", 0))
     use_gpu = ngpu >= 1 if use_gpu is None else use_gpu
     if use_gpu and ngpu < 1:

@@ -167,8 +167,9 @@ def train(
     from rbcray.train.pix2pixhd_export import export_model
     from rbcray.train.pix2pixhd_loop import Trainer, open_dataset
 
-    storage.check_writable(out)
+    check_vgg(cfg)
     ds = open_dataset(data)
+    storage.check_writable(out)
     trainer = Trainer(cfg, ds)
     ck = latest_checkpoint(out)
     if ck is not None:

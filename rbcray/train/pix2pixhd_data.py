@@ -37,11 +37,13 @@ class PairDataset(torch.utils.data.Dataset):
     """Random crops of an rbcray dataset folder as tensors.
 
     ``__getitem__(i)`` returns ``(inst int64 (H, W), classes int64 (H, W), image float (3, H, W) in
-    [-1, 1])``. Item ``i`` reads sample ``i % n_images``; ``length`` sets the epoch size.
+    [-1, 1])``. Item ``i`` reads sample ``i % n_images``; ``length`` sets the epoch size. Pass a
+    dict as ``cache`` to keep decoded samples in memory (small datasets).
     """
 
     def __init__(
-        self, ds: Dataset, spec: CropSpec, num_classes: int, seed: int = 0, length: int | None = None, cache: bool = True
+        self, ds: Dataset, spec: CropSpec, num_classes: int, seed: int = 0, length: int | None = None,
+        cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         if not ds.has_images:
             raise DataError(f"{ds.root}: dataset has samples without images; pix2pixHD training needs image + mask pairs")
@@ -51,7 +53,8 @@ class PairDataset(torch.utils.data.Dataset):
         self.stems = ds.stems
         self.length = int(length) if length else len(self.stems)
         self.epoch = 0
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = {} if cache else None
+        # decoded samples by stem (shared across epochs by the caller); None: read from disk every time
+        self._cache = cache
         if spec.crop_size is not None:
             cw, ch = spec.crop_size
             for rec in ds.samples:

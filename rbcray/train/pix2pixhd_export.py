@@ -77,7 +77,7 @@ def encode_regions(trainer: Trainer, log: Callable[[str], None] = print) -> dict
     out: dict[int, list[np.ndarray]] = {}
     from rbcray.train.pix2pixhd_data import PairDataset
 
-    data = PairDataset(trainer.ds, trainer.crop_spec(model.stage), trainer.cfg.model.num_classes, cache=False)
+    data = PairDataset(trainer.ds, trainer.crop_spec(model.stage), trainer.cfg.model.num_classes)
     for stem in trainer.ds.stems:
         img, inst, lut = data.load(stem)
         if (sx, sy) != (1.0, 1.0):

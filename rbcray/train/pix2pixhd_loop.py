@@ -84,6 +84,7 @@ class Trainer:
         self.resumes: list[int] = []  # epochs at which training was resumed from a checkpoint
         self.stats: dict[str, Any] | None = None
         self._trainable: tuple[int, bool] | None = None  # (stage, G1 frozen) the wrappers were built for
+        self._cache: dict | None = {} if cfg.cache_images else None  # decoded samples, kept across epochs
         self._new_optimizers()
 
     # ------------------------------------------------------------------ set-up per epoch
@@ -140,10 +141,7 @@ class Trainer:
         c = self.cfg
         spec = self.crop_spec(c.stage_of(epoch))
         n = c.samples_per_epoch or len(self.ds)
-        data = PairDataset(self.ds, spec, c.model.num_classes, c.seed, n, c.cache_images)
-        if hasattr(self, "_cache"):
-            data._cache = self._cache  # decoded images survive across epochs
-        self._cache = data._cache
+        data = PairDataset(self.ds, spec, c.model.num_classes, c.seed, n, self._cache)
         data.set_epoch(epoch)
         sampler = torch.utils.data.DistributedSampler(data, self.world_size, self.rank, shuffle=True, seed=c.seed)
         sampler.set_epoch(epoch)
@@ -245,7 +243,7 @@ class Trainer:
         stage = self.cfg.stage_of(max(self.epoch - 1, 0))
         spec = self.crop_spec(stage)
         data = PairDataset(self.ds, CropSpec(spec.load_size, spec.crop_size, spec.out_size, False),
-                           self.cfg.model.num_classes, seed=self.cfg.seed + 1, cache=False)
+                           self.cfg.model.num_classes, seed=self.cfg.seed + 1, cache=self._cache)
         return collate([data[i] for i in range(min(k, len(self.ds)))])
 
     @torch.no_grad()
