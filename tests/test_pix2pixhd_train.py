@@ -94,6 +94,8 @@ def test_two_stages_stop_resume_model_and_inference(tmp_path, real_ds, capsys) -
     with_styles = tr.translate_with_styles([a, a], None, seeds=[1, 5])
     assert not np.array_equal(with_styles[0][1], with_styles[1][1])  # other seed, other styles
     assert not np.array_equal(with_styles[0][0], with_styles[1][0])
+    pair_seeds = tr.translate([b, b, b], None, seeds=[(7, 1), (7, 2), (7, 1)])  # (run seed, sample id)
+    assert np.array_equal(pair_seeds[0], pair_seeds[2]) and not np.array_equal(pair_seeds[0], pair_seeds[1])
     fixed = tr.translate([a, a], None, seeds=[1, 5], style=2)
     assert np.array_equal(fixed[0], fixed[1])
 

@@ -11,7 +11,8 @@ The generation engine loads one :class:`Pix2PixHDTranslator` per actor and calls
 - ``translate(instances, categories, seeds, style=None) -> list[np.ndarray]``:
   ``instances[i]`` is a (H, W) integer instance map (0 background, 1..N cells; any size, sizes
   may differ within a batch); ``categories[i]`` maps cell id -> COCO category id (1 RBC, 2 WBC,
-  3 Platelet; missing ids and ``None`` mean RBC); ``seeds[i]`` is the sample's integer seed;
+  3 Platelet; missing ids and ``None`` mean RBC); ``seeds[i]`` is the sample's seed, an int or a
+  sequence of ints such as ``(S, sample_id)`` (anything ``np.random.default_rng`` takes);
   ``style`` is ``None`` (each region draws a style cluster from ``np.random.default_rng(seed)``),
   an int k (every region uses cluster k), or a per-sample list of those. Returns RGB ``uint8``
   (H, W, 3) arrays in input order.
@@ -49,6 +50,16 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     if d.type == "cuda" and not torch.cuda.is_available():
         raise RbcrayError("device 'cuda' requested but no CUDA GPU is available")
     return d
+
+
+def _seed(s: Any) -> int | tuple[int, ...]:
+    """A per-sample seed: an int or a sequence of non-negative ints."""
+    if isinstance(s, (int, np.integer)):
+        return int(s)
+    try:
+        return tuple(int(v) for v in s)
+    except TypeError:
+        raise RbcrayError(f"seed {s!r}: use an int or a sequence of ints such as (seed, sample_id)") from None
 
 
 class Pix2PixHDTranslator:
@@ -108,7 +119,7 @@ class Pix2PixHDTranslator:
         self,
         instances: Sequence[np.ndarray],
         categories: Sequence[Mapping[int, int] | None] | None,
-        seeds: Sequence[int],
+        seeds: Sequence[int | Sequence[int]],
         style: int | None | Sequence[int | None] = None,
     ) -> list[np.ndarray]:
         """Images (RGB uint8) for a batch of instance maps; see the module docstring."""
@@ -118,7 +129,7 @@ class Pix2PixHDTranslator:
         self,
         instances: Sequence[np.ndarray],
         categories: Sequence[Mapping[int, int] | None] | None,
-        seeds: Sequence[int],
+        seeds: Sequence[int | Sequence[int]],
         style: int | None | Sequence[int | None] = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(image, cluster per instance id) for each sample."""
@@ -129,7 +140,8 @@ class Pix2PixHDTranslator:
             raise RbcrayError(f"translate: got {n} masks, {len(cats)} category maps, {len(seeds)} seeds, {len(styles)} styles")
         prepared = []
         for i, inst in enumerate(instances):
-            name = f"sample {i} (seed {seeds[i]})"
+            seed = _seed(seeds[i])
+            name = f"sample {i} (seed {seed})"
             if not isinstance(inst, np.ndarray) or inst.ndim != 2 or not np.issubdtype(inst.dtype, np.integer):
                 raise DataError(f"{name}: an instance map must be a 2-D integer array, got {getattr(inst, 'dtype', type(inst))} {getattr(inst, 'shape', '')}")
             if inst.size == 0 or inst.min() < 0:
@@ -137,7 +149,7 @@ class Pix2PixHDTranslator:
             lut = category_lut(inst, cats[i], self.cfg.num_classes, name)
             if self.styles is not None:
                 present = np.unique(inst)
-                clusters = self.styles.choose(lut, present, int(seeds[i]), styles[i])
+                clusters = self.styles.choose(lut, present, seed, styles[i])
                 table = self.styles.feature_table(lut, clusters)
             else:
                 clusters, table = np.full(len(lut), -1, dtype=np.int64), None

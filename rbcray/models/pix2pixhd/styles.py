@@ -52,7 +52,7 @@ class StyleBank:
             raise DataError("style bank has no clusters at all")
         return np.array([c if n[c] else have[0] for c in range(self.num_classes)], dtype=np.int64)
 
-    def choose(self, lut: np.ndarray, present: np.ndarray, seed: int | None, style: int | None) -> np.ndarray:
+    def choose(self, lut: np.ndarray, present: np.ndarray, seed: int | tuple[int, ...] | None, style: int | None) -> np.ndarray:
         """Cluster index per instance id (index 0 = background; -1 for ids not in ``present``).
 
         ``lut`` maps instance id -> class; ``present`` lists the ids in the mask. With
