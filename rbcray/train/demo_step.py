@@ -60,8 +60,12 @@ def train_step(ctx: DemoContext) -> dict[str, Any]:
     cats = [ds.load_categories(s) for s in stems]
     write_png(d / "styles.png", styles_grid(tr, masks[0], cats[0]))
     fakes = tr.translate(masks, cats, seeds=list(range(len(stems))))
-    write_png(d / "generated.png", tile([x for s, f in zip(stems, fakes) for x in (read_image(ds.image_path(s)), f)], 2))
-    mean_rgb = np.mean([f.reshape(-1, 3).mean(0) for f in fakes], axis=0).round(1).tolist()
+    reals = [read_image(ds.image_path(s)) for s in stems]
+    write_png(d / "generated.png", tile([x for r, f in zip(reals, fakes) for x in (r, f)], 2))
+
+    def mean_rgb(images: list[np.ndarray]) -> list[float]:
+        return np.mean([im.reshape(-1, 3).mean(0) for im in images], axis=0).round(1).tolist()
+
     return {
         "checkpoint": str(run),
         "epochs": last["epoch"],
@@ -71,5 +75,6 @@ def train_step(ctx: DemoContext) -> dict[str, Any]:
         "sample_grid": str(grid),
         "styles_grid": str(d / "styles.png"),
         "generated": str(d / "generated.png"),
-        "generated_mean_rgb": mean_rgb,
+        "generated_mean_rgb": mean_rgb(fakes),
+        "real_mean_rgb": mean_rgb(reals),
     }
