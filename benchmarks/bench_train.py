@@ -54,9 +54,12 @@ def throughput(history: list[dict]) -> float:
 
 def default_dataset(tmp: Path, n: int) -> Path:
     """Annotate the first ``n`` Chula-RBC-12 images with the project's annotator."""
-    from rbcray.data.annotate import annotate_source, config_for_source
-
     from rbcray.data.sources import open_source
+
+    try:
+        from rbcray.data.annotate import annotate_source, config_for_source
+    except ImportError as e:
+        raise SystemExit(f"no annotator in this rbcray ({e}); pass --data DIR (a dataset folder with images + masks)") from None
 
     src = open_source("chula-rbc-12")
     return Path(annotate_source(src, tmp / "chula", config_for_source(src.name), limit=n, workers=1))
