@@ -25,6 +25,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("annotate", "rbcray.data.demo_steps:annotate_step"),
     ("stats", "rbcray.data.demo_steps:stats_step"),
     ("masks", "rbcray.synth.demo_step:masks_step"),
+    ("train", "rbcray.train.demo_step:train_step"),
 )
 
 

@@ -13,7 +13,9 @@ from typing import Any
 from rbcray.errors import ConfigError
 
 #: Modules whose import registers models (one line per model family).
-MODEL_MODULES: tuple[str, ...] = ()
+MODEL_MODULES: tuple[str, ...] = (
+    "rbcray.models.pix2pixhd.networks",
+)
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 _loaded = False

@@ -1,0 +1,140 @@
+"""``rbcray train`` and ``rbcray styles``: pix2pixHD training (Bailo et al. 2019, Sec. 4.2) and style grids.
+
+Thin front-ends over :mod:`rbcray.train.pix2pixhd` (plain loop), :mod:`rbcray.distributed.train`
+(Ray Train) and :mod:`rbcray.models.pix2pixhd.inference`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from importlib import resources
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see rbcray.models.pix2pixhd
+
+from rbcray.config import load_config, replace  # noqa: E402
+from rbcray.errors import ConfigError, DataError  # noqa: E402
+
+#: Config names shipped with rbcray (``--config demo`` ...), in rbcray/configs/.
+PACKAGED = {"demo": "pix2pixhd_demo.yaml", "paper": "pix2pixhd_paper.yaml"}
+
+
+def resolve_config(spec: str | None):
+    """Training config from a file, a packaged name ('demo', 'paper') or the defaults."""
+    from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig
+
+    if spec is None:
+        return Pix2PixHDTrainConfig()
+    if spec in PACKAGED and not Path(spec).exists():
+        with resources.as_file(resources.files("rbcray") / "configs" / PACKAGED[spec]) as p:
+            return load_config(Pix2PixHDTrainConfig, p)
+    if not Path(spec).is_file():
+        raise ConfigError(f"{spec}: config file not found (give a .yaml/.json file or one of {', '.join(PACKAGED)})")
+    return load_config(Pix2PixHDTrainConfig, spec)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The run's config: --config, then the command-line overrides."""
+    cfg = resolve_config(args.config)
+    cfg = replace(
+        cfg,
+        stage1_epochs=args.stage1_epochs,
+        stage2_epochs=args.stage2_epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        vgg_weights=args.vgg_weights,
+        device=args.device,
+        samples_per_epoch=args.samples_per_epoch,
+    )
+    if args.no_vgg_loss:
+        cfg = replace(cfg, vgg_loss=False)
+    if args.crop is not None:
+        cfg = replace(cfg, crop_size=list(args.crop))
+    return cfg.with_epochs(args.epochs)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rbcray.train.pix2pixhd import check_vgg, train
+
+    cfg = config_from_args(args)
+    check_vgg(cfg)  # before any data loading or cluster start
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.no_ray:
+        summary = train(cfg, args.data, args.out)
+        model = summary.get("model")
+    else:
+        from rbcray.distributed.train import train_distributed
+
+        if args.threads and args.cpus_per_worker is None:
+            args.cpus_per_worker = float(args.threads)
+        train_distributed(
+            cfg, args.data, args.out, workers=args.workers, use_gpu={"cuda": True, "cpu": False}.get(args.device or ""),
+            cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
+        )
+        from rbcray import storage
+
+        model = storage.join(args.out, "model")
+    print(f"trained pix2pixHD: {model} (use: rbcray styles --checkpoint {args.out} ...; rbcray generate --checkpoint {args.out} ...)")
+    return 0
+
+
+def read_mask(path: str):
+    """A mask file as an instance map: a uint16/uint8 label PNG or a colour-coded RGB mask."""
+    from rbcray.data.formats import read_color_mask, read_instances
+    from rbcray.io import read_png_unchanged
+
+    arr = read_png_unchanged(path)
+    if arr.ndim == 2:
+        return read_instances(path)
+    if arr.ndim == 3:
+        return read_color_mask(path)
+    raise DataError(f"{path}: not a mask image")
+
+
+def cmd_styles(args: argparse.Namespace) -> int:
+    from rbcray.io import write_png
+    from rbcray.models.pix2pixhd.inference import Pix2PixHDTranslator
+    from rbcray.train.pix2pixhd_export import styles_grid
+
+    inst = read_mask(args.mask)
+    if not str(args.out).lower().endswith(".png"):
+        raise DataError(f"{args.out}: the styles grid is written as PNG; give a .png file name")
+    tr = Pix2PixHDTranslator.load(args.checkpoint, device=args.device)
+    write_png(args.out, styles_grid(tr, inst, seed=args.seed))
+    print(f"wrote {args.out}: the mask and {tr.num_styles} styles")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train pix2pixHD (two stages) on a dataset folder, with Ray Train")
+    p.add_argument("--data", required=True, help="dataset folder (images + instances), e.g. from 'rbcray annotate'")
+    p.add_argument("--out", required=True, help="run folder: local path or s3://bucket/prefix; re-running resumes")
+    p.add_argument("--config", help="training config (.yaml/.json), or 'demo' / 'paper'")
+    p.add_argument("--workers", type=int, help="Ray Train workers (default: #GPUs, or 1 on CPU)")
+    p.add_argument("--epochs", type=int, help="total epochs, split over the two stages as in the config")
+    p.add_argument("--stage1-epochs", type=int)
+    p.add_argument("--stage2-epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="crops per worker and step")
+    p.add_argument("--samples-per-epoch", type=int, help="crops per epoch (default: one per image)")
+    p.add_argument("--crop", type=int, nargs=2, metavar=("W", "H"), help="training crop size (stage 2)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-vgg-loss", action="store_true", help="train without the VGG19 perceptual loss")
+    p.add_argument("--vgg-weights", help="torchvision VGG19 weights file (default: torch hub cache)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-ray", action="store_true", help="single-process loop in this process (no Ray)")
+    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
+    p.add_argument("--cpus-per-worker", type=float)
+    p.add_argument("--threads", type=int, help="torch CPU threads (per worker)")
+    p.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("styles", help="render one mask in every style cluster of a trained model (a grid PNG)")
+    s.add_argument("--checkpoint", required=True, help="the --out of 'rbcray train' (local path or URI)")
+    s.add_argument("--mask", required=True, help="instance map PNG (uint16 labels) or colour-coded mask PNG")
+    s.add_argument("--out", required=True, help="output .png")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    s.set_defaults(func=cmd_styles)

@@ -1,0 +1,201 @@
+"""Ray Train v2 adapter for pix2pixHD training (the library is rbcray.train.pix2pixhd*).
+
+``TorchTrainer`` runs :func:`_worker` on ``num_workers`` workers (one GPU each when the cluster
+has GPUs; DDP over NCCL on GPU, gloo on CPU, set up by Ray Train). Each worker builds the same
+:class:`~rbcray.train.pix2pixhd_loop.Trainer`, which sees the process group and wraps its
+networks in DDP and shards the crops with a DistributedSampler. After every epoch all workers
+``ray.train.report`` the metrics; rank 0 attaches a checkpoint (G, D, E, optimisers, epoch,
+config, dataset statistics) that Ray Train copies to ``RunConfig(storage_path=...)`` — a local
+folder or ``s3://`` / ``gs://``. The run's folder is the user's ``--out`` URI: re-running with the
+same URI resumes from its latest checkpoint, and ``FailureConfig(max_failures)`` restarts a
+worker group that lost a worker from the last checkpoint. When the last epoch is done, rank 0
+fits the style clusters and writes ``OUT/model/``.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rbcray import storage
+from rbcray.config import from_dict, to_dict
+from rbcray.errors import RbcrayError
+from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig, check_vgg, format_metrics, latest_checkpoint
+
+#: Fault injection for tests: "RANK:EPOCH:MARKER" makes worker RANK exit abruptly after finishing
+#: EPOCH (and reporting it), once: only while the file MARKER does not exist (it is created first).
+FAULT_ENV = "RBCRAY_FAULT_INJECT"
+
+
+def _maybe_fail(spec: str | None, rank: int, epoch: int) -> None:
+    if not spec:
+        return
+    r, e, marker = spec.split(":", 2)
+    if int(r) == rank and int(e) == epoch and not os.path.exists(marker):
+        Path(marker).write_text(f"worker {rank} killed after epoch {epoch}\n")
+        os._exit(1)
+
+
+def _say(msg: str) -> None:
+    """Progress line from a worker (stderr: Ray Train v2 echoes a worker's stdout twice)."""
+    sys.stderr.write(f"[rbcray train] {msg}\n")
+    sys.stderr.flush()
+
+
+def _worker(config: dict[str, Any]) -> None:
+    """Training function of every Ray Train worker."""
+    import ray.train
+    import ray.train.torch as rtt
+    import torch
+
+    from rbcray.models.pix2pixhd.checkpoint import load_state, save_state
+    from rbcray.train.pix2pixhd_export import export_model
+    from rbcray.train.pix2pixhd_loop import Trainer, open_dataset
+
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    cfg = from_dict(Pix2PixHDTrainConfig, config["cfg"], where="train config")
+    out = config["out"]
+    rank = ray.train.get_context().get_world_rank()
+    trainer = Trainer(cfg, open_dataset(config["data"]), device=rtt.get_device())
+    ck = ray.train.get_checkpoint()
+    if ck is not None:
+        with ck.as_directory() as d:
+            trainer.load_state_dict(load_state(d), name=f"{out} (Ray checkpoint)")
+    elif (prev := latest_checkpoint(out)) is not None:  # e.g. a run begun with the plain loop
+        trainer.load_state_dict(load_state(prev), name=prev)
+    if trainer.epoch and trainer.epoch < cfg.total_epochs:
+        trainer.resumes.append(trainer.epoch)
+        if rank == 0:
+            _say(f"resuming at epoch {trainer.epoch}/{cfg.total_epochs}")
+    while trainer.epoch < cfg.total_epochs:
+        metrics = trainer.train_epoch()
+        epoch = trainer.epoch
+        if rank == 0:
+            _say(format_metrics(epoch, cfg.total_epochs, metrics))
+            storage.write_bytes(storage.join(out, "samples", f"epoch_{epoch:04d}.png"), trainer.sample_grid())
+        report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.total_epochs:
+            with tempfile.TemporaryDirectory(prefix="rbcray-ckpt-") as d:
+                checkpoint = None
+                if rank == 0:
+                    save_state(d, trainer.state_dict())
+                    checkpoint = ray.train.Checkpoint.from_directory(d)
+                ray.train.report(report, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
+        else:
+            ray.train.report(report)
+        _maybe_fail(config.get("fault"), rank, epoch)
+    if rank == 0:
+        export_model(trainer, out, log=_say)
+
+
+def run_location(out: str) -> tuple[str, str, Any]:
+    """(storage_path, run name, pyarrow filesystem or None) so that Ray's run folder is ``out``."""
+    out = out.rstrip("/")
+    if storage.is_remote(out):
+        fs, path = storage.pyarrow_filesystem(out)
+        parent, name = posixpath.split(path)
+        if not parent or not name:
+            raise RbcrayError(f"{out}: give a folder inside the bucket (e.g. {out}/runs/p2p), not the bucket itself")
+        return parent, name, fs
+    path = os.path.abspath(out)
+    return os.path.dirname(path), os.path.basename(path), None
+
+
+def train_distributed(
+    cfg: Pix2PixHDTrainConfig,
+    data: str | Path,
+    out: str,
+    *,
+    workers: int | None = None,
+    use_gpu: bool | None = None,
+    cpus_per_worker: float | None = None,
+    max_failures: int = 2,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train on the Ray cluster (started or joined with init_ray); returns a summary of the run.
+
+    ``workers`` defaults to the cluster's GPU count (or 1 on a CPU-only cluster); ``use_gpu`` to
+    whether it has GPUs; ``cpus_per_worker`` to an even share of the CPUs (at most 8 per GPU
+    worker). The dataset folder must be readable at the same path by every worker.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from rbcray.distributed.runtime import init_ray
+    from rbcray.train.pix2pixhd_loop import open_dataset
+
+    check_vgg(cfg)
+    open_dataset(data)  # fail before starting workers when the folder is not a training set
+    storage.check_writable(out)
+    # training moves no data through the object store: keep it small on a local instance
+    res = init_ray(object_store_memory=1_000_000_000) if not ray.is_initialized() else dict(ray.cluster_resources())
+    ngpu = int(res.get("GPU", 0))
+    use_gpu = ngpu >= 1 if use_gpu is None else use_gpu
+    if use_gpu and ngpu < 1:
+        raise RbcrayError("GPU training requested but the Ray cluster has no GPU")
+    workers = workers or (ngpu if use_gpu else 1)
+    if cpus_per_worker is None:
+        share = max(1, int(res.get("CPU", 1)) // workers)
+        cpus_per_worker = min(share, 8) if use_gpu else share
+    storage_path, name, fs = run_location(out)
+    env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    run_config = RunConfig(
+        name=name,
+        storage_path=storage_path,
+        storage_filesystem=fs,
+        failure_config=FailureConfig(max_failures=max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+        worker_runtime_env={"env_vars": env},
+    )
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={
+            "cfg": to_dict(cfg),
+            "data": str(Path(data).resolve()),
+            "out": out.rstrip("/") if storage.is_remote(out) else os.path.abspath(out),
+            "threads": max(1, int(cpus_per_worker)),
+            "fault": os.environ.get(FAULT_ENV),
+        },
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=run_config,
+    )
+    log(f"Ray Train: {workers} worker(s), {'GPU' if use_gpu else 'CPU'}, {cpus_per_worker} CPU each; run folder {out}")
+    from ray.train import TrainingFailedError
+
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as e:
+        cause = _user_error(e)
+        if cause is not None:  # a bad input found by a worker: the user's one-line error
+            raise cause from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RbcrayError(
+            f"training of {out} failed after {max_failures} restart(s) ({first}); "
+            "re-run the same command to resume from its last checkpoint"
+        ) from None
+    return {"metrics": dict(result.metrics or {}), "checkpoint": result.checkpoint.path if result.checkpoint else None}
+
+
+def _user_error(e: BaseException) -> RbcrayError | None:
+    """The RbcrayError inside a Ray Train failure, if a worker raised one."""
+    seen = set()
+    stack: list[BaseException | None] = [e]
+    while stack:
+        x = stack.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, RbcrayError):
+            return x
+        stack += [x.__cause__, x.__context__, getattr(x, "cause", None)]
+        failures = getattr(x, "worker_failures", None)
+        if isinstance(failures, dict):
+            stack += list(failures.values())
+    return None
