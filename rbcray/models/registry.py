@@ -13,7 +13,11 @@ from typing import Any
 from rbcray.errors import ConfigError
 
 #: Modules whose import registers models (one line per model family).
-MODEL_MODULES: tuple[str, ...] = ()
+MODEL_MODULES: tuple[str, ...] = (
+    "rbcray.models.fcn",  # fcn8s
+    "rbcray.models.dcan",  # dcan
+    "rbcray.models.detection",  # faster_rcnn
+)
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 _loaded = False
