@@ -18,6 +18,7 @@ from rbcray.errors import RbcrayError
 
 COMMAND_MODULES: tuple[str, ...] = (
     # one module per stage; each adds its subcommands
+    "rbcray.cli.evaluate_cmds",
 )
 
 

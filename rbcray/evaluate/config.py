@@ -83,7 +83,9 @@ class TrainConfig:
     #: bf16 autocast on CUDA (ignored on CPU)
     amp: bool = True
     #: DCAN contour target thickness in pixels
-    contour_width: int = 2
+    contour_width: int = 1
+    #: epoch checkpoint (for resuming) every this many epochs
+    checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -92,6 +94,7 @@ class TrainConfig:
         check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "train.steps_per_epoch must be >= 1")
         check(self.contour_width >= 1, "train.contour_width must be >= 1")
+        check(self.checkpoint_every >= 1, "train.checkpoint_every must be >= 1")
 
 
 @dataclass(frozen=True)

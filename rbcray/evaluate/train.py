@@ -234,7 +234,7 @@ def run_trial(
             opt.step()
             total += float(loss.detach())
         losses.append(total / max(1, steps))
-        if on_epoch is not None and epoch < tcfg.epochs - 1:
+        if on_epoch is not None and epoch < tcfg.epochs - 1 and (epoch + 1) % tcfg.checkpoint_every == 0:
             on_epoch(epoch, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "losses": losses}, losses[-1])
     records = evaluate(task, model, bundle.test, device, m.post, cfg.max_dets, autocast)
     value = metric_value(m.metric, records, None, cfg.max_dets)
