@@ -72,6 +72,6 @@ def run_demo(out: str | Path, data_dir: str | Path | None = None, only: list[str
             ctx.log(f"    {k}: {v}")
         sys.stdout.flush()
     ctx.log(f"\nDemo finished in {time.perf_counter() - t_all:.1f} s; outputs under {ctx.out}")
-    for name, res in ctx.results.items():
+    for name in ctx.results:
         ctx.log(f"  {name:<10} {ctx.out / name}")
     return ctx

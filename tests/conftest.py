@@ -25,8 +25,49 @@ def bccd_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray instance for the whole test session (ray.init takes 6-8 s)."""
+def s3_server():
+    """A real S3 protocol server (moto) on 127.0.0.1 with dummy credentials, for the whole session.
+
+    Sets ``AWS_ENDPOINT_URL`` and dummy ``AWS_*`` credentials in the environment (before Ray starts,
+    so Ray workers inherit them) and yields a function making a fresh bucket: ``bucket = make()``.
+    """
+    import uuid
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+
+    def make_bucket() -> str:
+        name = f"rbcray-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3").create_bucket(Bucket=name)
+        return name
+
+    yield make_bucket
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_server):
+    """One local Ray instance for the whole test session (ray.init takes 6-8 s).
+
+    Depends on ``s3_server`` so that Ray's workers inherit the S3 test endpoint.
+    """
     import ray
 
     from rbcray.distributed.runtime import init_ray
