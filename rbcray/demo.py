@@ -24,6 +24,8 @@ from rbcray.errors import RbcrayError
 STEPS: tuple[tuple[str, str], ...] = (
     ("annotate", "rbcray.data.demo_steps:annotate_step"),
     ("stats", "rbcray.data.demo_steps:stats_step"),
+    # keep last: it evaluates the data every earlier step produced
+    ("evaluate", "rbcray.evaluate.demo_step:evaluate_step"),
 )
 
 

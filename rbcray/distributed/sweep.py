@@ -26,6 +26,7 @@ from typing import Any
 
 from ray import tune
 
+from rbcray import storage
 from rbcray.config import to_dict
 from rbcray.errors import ConfigError, RbcrayError
 from rbcray.evaluate.config import SweepConfig, sweep_from_dict
@@ -122,30 +123,18 @@ def _trial_dirname(trial: Any) -> str:
     return f"{safe}_{trial.trial_id}"
 
 
-def _join(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{name}"
-
-
-def _check_resume_config(storage: str, cfg: SweepConfig) -> None:
+def _check_resume_config(storage_uri: str, cfg: SweepConfig) -> None:
     """Resume only the same sweep: the config is saved beside the Tune experiment."""
-    import pyarrow.fs as pafs
-
-    fs, root = pafs.FileSystem.from_uri(storage)
-    path = _join(root, f"{cfg.name}.sweep.json")
+    path = storage.join(storage_uri, f"{cfg.name}.sweep.json")
     mine = json.dumps(to_dict(cfg), sort_keys=True)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.File:
-        with fs.open_input_stream(path) as f:
-            saved = f.read().decode()
-        if saved != mine:
+    if storage.exists(path):
+        if storage.read_bytes(path).decode() != mine:
             raise ConfigError(
-                f"{_join(storage, cfg.name)}: holds a sweep named {cfg.name!r} with a different config; "
-                "use another --out / storage or another name"
+                f"{storage.join(storage_uri, cfg.name)}: holds a sweep named {cfg.name!r} with a different config; "
+                "use another --out / --storage or another name"
             )
         return
-    fs.create_dir(root, recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(mine.encode())
+    storage.write_bytes(path, mine.encode())
 
 
 class TrialLog(tune.Callback):
@@ -176,6 +165,12 @@ def run_sweep(
     plan: SweepPlan = plan_sweep(cfg)  # every data check, before Ray starts or anything trains
     writer = OutputWriter(out)
     writer.check_writable()
+    store = cfg.storage or storage.join(out, "tune")
+    if not storage.is_remote(store):
+        store = str(Path(store).expanduser().resolve())
+    storage.check_writable(store)
+    _check_resume_config(store, cfg)
+    fs, store_path = storage.pyarrow_filesystem(store)
     from rbcray.distributed.runtime import init_ray
 
     # Tune warns whenever short trials checkpoint faster than its experiment snapshots; harmless
@@ -185,10 +180,6 @@ def run_sweep(
     bundles = load_bundles(plan, synthetic_loader=read_synthetic_ray)
     for name, b in bundles.items():
         log(f"data {name}: {len(b.train)} real train, {len(b.test)} real test, {len(b.synthetic)} synthetic; {b.provenance}")
-    storage = cfg.storage or _join(out, "tune")
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().resolve())
-    _check_resume_config(storage, cfg)
     trainable = tune.with_parameters(_trainable, bundles=bundles, sweep=to_dict(cfg))
 
     def resources(config: dict[str, Any]) -> Any:
@@ -196,11 +187,12 @@ def run_sweep(
         return tune.PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}])
 
     trainable = tune.with_resources(trainable, resources)
-    exp = _join(storage, cfg.name)
+    exp = storage.join(store, cfg.name)
+    exp_path = storage.join(store_path, cfg.name)
     trials = cfg.trials()
-    if tune.Tuner.can_restore(exp):
+    if tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
         log(f"resuming the sweep at {exp}")
-        tuner = tune.Tuner.restore(exp, trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_errored=True, storage_filesystem=fs)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -211,7 +203,7 @@ def run_sweep(
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name=cfg.name, storage_path=storage, verbose=0,
+                name=cfg.name, storage_path=store_path, storage_filesystem=fs, verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[TrialLog()],
             ),

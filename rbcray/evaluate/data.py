@@ -168,10 +168,10 @@ class SyntheticSource:
 
 
 def _parquet_fs(uri: str) -> tuple[Any, str]:
-    import pyarrow.fs as pafs
+    from rbcray.storage import pyarrow_filesystem
 
     try:
-        return pafs.FileSystem.from_uri(uri)
+        return pyarrow_filesystem(uri)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad URIs
         raise DataError(f"{uri}: cannot open ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 

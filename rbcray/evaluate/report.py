@@ -18,18 +18,17 @@ import io
 import json
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rbcray import storage
 from rbcray.config import to_dict
 from rbcray.errors import RbcrayError
 from rbcray.evaluate.config import METRIC_LABEL, SweepConfig
 from rbcray.evaluate.metrics import bootstrap_indices, paired_bootstrap
 from rbcray.evaluate.regimes import regime_counts
 from rbcray.evaluate.train import TrialResult
-from rbcray.io import atomic_write_bytes
 
 CSV_COLUMNS = ("model", "regime", "metric", "mean", "ci_low", "ci_high", "n_test")
 
@@ -195,36 +194,24 @@ def bar_chart_png(cfg: SweepConfig, rows: list[Row]) -> bytes:
 
 
 class OutputWriter:
-    """Write named files under a local folder or an fsspec URI (``s3://…``), each atomically."""
+    """Write named files under a local folder or an object-store URI, each atomically."""
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri.rstrip("/")
-        self.remote = "://" in uri and not uri.startswith("file://")
-        if not self.remote:
-            root = Path(uri.removeprefix("file://")).expanduser()
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise RbcrayError(f"{root}: cannot create output folder ({e.strerror or e})") from None
-            self.root = root
+        self.uri = uri.rstrip("/") or uri
 
     def put(self, name: str, data: bytes) -> str:
-        if not self.remote:
-            atomic_write_bytes(self.root / name, data)
-            return str(self.root / name)
-        import fsspec
-
-        path = f"{self.uri}/{name}"
+        path = storage.join(self.uri, name)
         try:
-            with fsspec.open(path, "wb") as f:  # one PUT: an object appears whole or not at all
-                f.write(data)
+            storage.write_bytes(path, data)
+        except RbcrayError:
+            raise
         except Exception as e:  # noqa: BLE001 - backends raise many types
-            raise RbcrayError(f"{path}: cannot write ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            raise RbcrayError(f"{path}: cannot write ({type(e).__name__}: {storage._brief(e)})") from None
         return path
 
     def check_writable(self) -> None:
         """Fail before any training when the output location cannot be written."""
-        self.put(".rbcray-write-test", b"ok\n")
+        storage.check_writable(self.uri)
 
 
 def write_reports(
