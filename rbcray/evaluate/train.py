@@ -33,7 +33,7 @@ from rbcray.models import create_model
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-_AUG, _CROP, _ORDER = 0xA06, 0xC40, 0x0DE
+_AUG, _CROP, _ORDER, _TORCH = 0xA06, 0xC40, 0x0DE, 0x7C4
 MIN_BOX = 2.0  # boxes thinner than this (pixels) after cropping are dropped
 
 
@@ -181,7 +181,8 @@ def run_trial(
     """Train ``trial`` ({'model': label, 'regime', 'seed'}) on ``bundle`` and test it.
 
     ``resume`` is a state saved by ``on_epoch`` (model, optimizer, epoch, losses);
-    ``on_epoch(epoch, state, mean_loss)`` is called after every epoch (checkpoints, reports).
+    ``on_epoch(epoch, state, mean_loss)`` is called after every ``checkpoint_every`` epochs
+    (checkpoints, reports); the state holds the live model tensors, so save or copy it at once.
     """
     t0 = time.perf_counter()
     m = cfg.model(trial["model"])
@@ -214,6 +215,9 @@ def run_trial(
     steps = tcfg.steps_per_epoch or -(-len(items) // tcfg.batch_size)
     for epoch in range(start, tcfg.epochs):
         model.train()
+        # dropout and the detector's box samplers draw from torch's generator: seed it per epoch
+        # so a trial resumed at any epoch continues exactly as if it had never stopped
+        torch.manual_seed(int(_rng(seed, epoch, _TORCH).integers(0, 2**62)))
         if task == "detection":
             set_native_size(model, tcfg.crop, tcfg.crop)
         # enough shuffled passes over the items for this epoch's steps
@@ -235,7 +239,7 @@ def run_trial(
             total += float(loss.detach())
         losses.append(total / max(1, steps))
         if on_epoch is not None and epoch < tcfg.epochs - 1 and (epoch + 1) % tcfg.checkpoint_every == 0:
-            on_epoch(epoch, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "losses": losses}, losses[-1])
+            on_epoch(epoch, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "losses": list(losses)}, losses[-1])
     records = evaluate(task, model, bundle.test, device, m.post, cfg.max_dets, autocast)
     value = metric_value(m.metric, records, None, cfg.max_dets)
     return TrialResult(
