@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+# 'ray job submit --working-dir .' runs this file from the uploaded checkout: use its rbcray
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -205,6 +205,8 @@ def run_sweep(
             run_config=tune.RunConfig(
                 name=cfg.name, storage_path=store_path, storage_filesystem=fs, verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # a trial whose worker dies (node lost, preempted) restarts from its last epoch
+                failure_config=tune.FailureConfig(max_failures=2),
                 callbacks=[TrialLog()],
             ),
         )
