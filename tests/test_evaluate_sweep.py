@@ -128,12 +128,18 @@ def test_tiny_sweep_end_to_end_and_resume(ray_session, data, tmp_path, capsys):
 
 
 def test_tiny_sweep_to_s3(ray_session, s3_server, data, tmp_path):
+    """Synthetic shards read from S3 by Ray Data; table, Tune results and checkpoints written to S3."""
     bucket = s3_server()
+    shards = f"s3://{bucket}/generated"
+    for f in sorted(data["shards"].iterdir()):
+        storage.write_bytes(f"{shards}/{f.name}", f.read_bytes())
     uri = f"s3://{bucket}/eval"
-    cfg = config(data, regimes=["RD"], realism={"enabled": False})
+    cfg = config(data, regimes=["RD+SD"], realism={"enabled": False},
+                 datasets=[{**config(data)["datasets"][0], "synthetic": shards}])
     assert main(["evaluate", "--config", write(tmp_path, cfg), "--out", uri]) == 0
     names = storage.listdir(uri)
     assert {"table.md", "table.csv", "table.png", "report.json", "tune"} <= set(names)
     rows = read_csv(storage.read_bytes(f"{uri}/table.csv").decode())
-    assert [r["regime"] for r in rows] == ["RD"]
+    assert [r["regime"] for r in rows] == ["RD+SD"]
+    assert f"{shards}: generated Parquet shards" in storage.read_bytes(f"{uri}/table.md").decode()
     assert "tiny" in storage.listdir(f"{uri}/tune")  # Tune's experiment (results, checkpoints) on S3

@@ -34,7 +34,7 @@ from rbcray.evaluate.data import (
     SYNTHETIC_COLUMNS,
     Sample,
     SyntheticSource,
-    _shard_files,
+    shard_files,
     decode_synthetic_row,
     load_synthetic,
 )
@@ -68,7 +68,7 @@ def read_synthetic_ray(src: SyntheticSource, n: int, scale: float) -> list[Sampl
     from ray.data.expressions import col
 
     cutoff = src.first_ids(n)[-1]
-    fs, files = _shard_files(src.uri)
+    fs, files = shard_files(src.uri)
     # a few dozen to a few thousand rows: Ray Data's per-operator progress lines are noise here
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.read_parquet(files, filesystem=fs, columns=list(SYNTHETIC_COLUMNS))

@@ -176,7 +176,7 @@ def _parquet_fs(uri: str) -> tuple[Any, str]:
         raise DataError(f"{uri}: cannot open ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
-def _shard_files(uri: str) -> tuple[Any, list[str]]:
+def shard_files(uri: str) -> tuple[Any, list[str]]:
     import pyarrow.fs as pafs
 
     fs, root = _parquet_fs(uri)
@@ -204,7 +204,7 @@ def open_synthetic(uri: str) -> SyntheticSource:
         return SyntheticSource(uri, "folder", len(ds), tuple(ds.stems), f"{ds.name}: synthetic dataset folder", sizes)
     import pyarrow.parquet as pq
 
-    fs, files = _shard_files(uri)
+    fs, files = shard_files(uri)
     rows: list[tuple[int, int, int]] = []
     for f in files:
         try:
@@ -248,7 +248,7 @@ def load_synthetic(src: SyntheticSource, n: int, scale: float = 1.0) -> list[Sam
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    fs, files = _shard_files(src.uri)
+    fs, files = shard_files(src.uri)
     table = pads.dataset(files, filesystem=fs, format="parquet").to_table(
         columns=list(SYNTHETIC_COLUMNS), filter=pc.field("sample_id") <= want[-1]
     )
