@@ -127,15 +127,19 @@ def test_tiny_sweep_end_to_end_and_resume(ray_session, data, tmp_path, capsys):
     assert "different config" in capsys.readouterr().err
 
 
-def test_tiny_sweep_to_s3(ray_session, s3_server, data, tmp_path):
-    """Synthetic shards read from S3 by Ray Data; table, Tune results and checkpoints written to S3."""
+def test_tiny_sweep_to_s3(ray_session, s3_server, data, tmp_path, monkeypatch):
+    """Real dataset and synthetic shards read from S3 (the shards by Ray Data); table, Tune
+    results and checkpoints written to S3."""
+    monkeypatch.setenv("RBCRAY_CACHE_DIR", str(tmp_path / "cache"))
     bucket = s3_server()
-    shards = f"s3://{bucket}/generated"
+    shards, real = f"s3://{bucket}/generated", f"s3://{bucket}/chula"
     for f in sorted(data["shards"].iterdir()):
         storage.write_bytes(f"{shards}/{f.name}", f.read_bytes())
+    for f in sorted(p for p in data["real"].rglob("*") if p.is_file()):
+        storage.write_bytes(f"{real}/{f.relative_to(data['real']).as_posix()}", f.read_bytes())
     uri = f"s3://{bucket}/eval"
     cfg = config(data, regimes=["RD+SD"], realism={"enabled": False},
-                 datasets=[{**config(data)["datasets"][0], "synthetic": shards}])
+                 datasets=[{**config(data)["datasets"][0], "real": real, "synthetic": shards}])
     assert main(["evaluate", "--config", write(tmp_path, cfg), "--out", uri]) == 0
     names = storage.listdir(uri)
     assert {"table.md", "table.csv", "table.png", "report.json", "tune"} <= set(names)

@@ -34,9 +34,9 @@ from rbcray.evaluate.data import (
     SYNTHETIC_COLUMNS,
     Sample,
     SyntheticSource,
-    shard_files,
     decode_synthetic_row,
     load_synthetic,
+    shard_files,
 )
 from rbcray.evaluate.plan import DataBundle, SweepPlan, load_bundles, plan_sweep
 from rbcray.evaluate.realism import RealismParams, realism_markdown, realism_report

@@ -126,7 +126,7 @@ def open_real(spec: str, data_dir: str | Path | None = None) -> RealSource:
         raise DataError(
             f"{spec}: has no instance masks; run 'rbcray annotate {spec} --out DIR' and give DIR as the real dataset"
         )
-    ds = Dataset.open(spec)
+    ds = Dataset.open(localise_dataset(spec))
     if not ds.has_images:
         raise DataError(f"{spec}: dataset has samples without images (a mask-only dataset cannot be evaluated on)")
     manual = ds.meta.get("kind") == "manual"
@@ -136,6 +136,37 @@ def open_real(spec: str, data_dir: str | Path | None = None) -> RealSource:
     )
     sizes = tuple((int(r["height"]), int(r["width"])) for r in ds.samples)
     return RealSource(spec, tuple(ds.stems), sizes, True, prov, None, ds, None)
+
+
+def localise_dataset(uri: str) -> Path:
+    """A dataset folder in object storage (``s3://…``) copied once into the local cache; local
+    paths are returned as they are. Only complete folders (with ``dataset.json``) are copied."""
+    from rbcray import storage
+
+    if not storage.is_remote(uri):
+        return Path(uri).expanduser()
+    import hashlib
+    import shutil
+    import tempfile
+
+    from rbcray.data.registry import cache_dir
+
+    dest = cache_dir() / "eval-datasets" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if (dest / "dataset.json").is_file():
+        return dest
+    if not storage.exists(storage.join(uri, "dataset.json")):
+        raise DataError(f"{uri}: no dataset.json (not a complete rbcray dataset folder)")
+    fs, path = storage.filesystem(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
+    try:
+        fs.get(path.rstrip("/") + "/", str(tmp) + "/", recursive=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
 
 
 def _jpeg_size(path: Path) -> tuple[int, int]:
