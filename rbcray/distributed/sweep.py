@@ -37,6 +37,7 @@ from rbcray.evaluate.data import (
     decode_synthetic_row,
     load_synthetic,
     shard_files,
+    storage_errors,
 )
 from rbcray.evaluate.plan import DataBundle, SweepPlan, load_bundles, plan_sweep
 from rbcray.evaluate.realism import RealismParams, realism_markdown, realism_report
@@ -169,8 +170,9 @@ def run_sweep(
     if not storage.is_remote(store):
         store = str(Path(store).expanduser().resolve())
     storage.check_writable(store)
-    _check_resume_config(store, cfg)
-    fs, store_path = storage.pyarrow_filesystem(store)
+    with storage_errors(store, "use as Tune storage"):
+        _check_resume_config(store, cfg)
+        fs, store_path = storage.pyarrow_filesystem(store)
     from rbcray.distributed.runtime import init_ray
 
     # Tune warns whenever short trials checkpoint faster than its experiment snapshots; harmless

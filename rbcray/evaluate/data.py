@@ -18,6 +18,8 @@ set by the config, not by the detector or the crop.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from rbcray.data.dataset import Dataset
 from rbcray.data.formats import check_instances, instance_boxes
 from rbcray.data.registry import is_dataset_name
 from rbcray.data.sources import open_source
-from rbcray.errors import DataError
+from rbcray.errors import DataError, RbcrayError
 from rbcray.io import decode_png, read_image
 
 #: The manifest the generation engine writes last into its output; its absence means the run
@@ -138,6 +140,18 @@ def open_real(spec: str, data_dir: str | Path | None = None) -> RealSource:
     return RealSource(spec, tuple(ds.stems), sizes, True, prov, None, ds, None)
 
 
+@contextlib.contextmanager
+def storage_errors(uri: str, what: str = "read") -> Iterator[None]:
+    """Turn object-store failures (no credentials, no network, no bucket) into one-line errors."""
+    try:
+        yield
+    except RbcrayError:
+        raise
+    except Exception as e:  # noqa: BLE001 - botocore, aiohttp, pyarrow... raise many types
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise DataError(f"{uri}: cannot {what} ({type(e).__name__}: {msg})") from None
+
+
 def localise_dataset(uri: str) -> Path:
     """A dataset folder in object storage (``s3://…``) copied once into the local cache; local
     paths are returned as they are. Only complete folders (with ``dataset.json``) are copied."""
@@ -154,18 +168,19 @@ def localise_dataset(uri: str) -> Path:
     dest = cache_dir() / "eval-datasets" / hashlib.sha256(uri.encode()).hexdigest()[:16]
     if (dest / "dataset.json").is_file():
         return dest
-    if not storage.exists(storage.join(uri, "dataset.json")):
-        raise DataError(f"{uri}: no dataset.json (not a complete rbcray dataset folder)")
-    fs, path = storage.filesystem(uri)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
-    try:
-        fs.get(path.rstrip("/") + "/", str(tmp) + "/", recursive=True)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with storage_errors(uri):
+        if not storage.exists(storage.join(uri, "dataset.json")):
+            raise DataError(f"{uri}: no dataset.json (not a complete rbcray dataset folder)")
+        fs, path = storage.filesystem(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
+        try:
+            fs.get(path.rstrip("/") + "/", str(tmp) + "/", recursive=True)
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return dest
 
 
@@ -208,6 +223,12 @@ def _parquet_fs(uri: str) -> tuple[Any, str]:
 
 
 def shard_files(uri: str) -> tuple[Any, list[str]]:
+    """(pyarrow filesystem, sorted shard paths) of a complete generation output."""
+    with storage_errors(uri):
+        return _shard_files(uri)
+
+
+def _shard_files(uri: str) -> tuple[Any, list[str]]:
     import pyarrow.fs as pafs
 
     fs, root = _parquet_fs(uri)
@@ -280,8 +301,9 @@ def load_synthetic(src: SyntheticSource, n: int, scale: float = 1.0) -> list[Sam
     import pyarrow.dataset as pads
 
     fs, files = shard_files(src.uri)
-    table = pads.dataset(files, filesystem=fs, format="parquet").to_table(
-        columns=list(SYNTHETIC_COLUMNS), filter=pc.field("sample_id") <= want[-1]
-    )
+    with storage_errors(src.uri):
+        table = pads.dataset(files, filesystem=fs, format="parquet").to_table(
+            columns=list(SYNTHETIC_COLUMNS), filter=pc.field("sample_id") <= want[-1]
+        )
     rows = sorted(table.to_pylist(), key=lambda r: r["sample_id"])
     return [decode_synthetic_row(r, scale) for r in rows[:n]]
