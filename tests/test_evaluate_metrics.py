@@ -178,3 +178,15 @@ def test_augment_moves_masks_and_boxes_with_the_image():
     c = full(img, inst, None, np.random.default_rng([5, 2]))
     assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
     assert np.array_equal(a[1], inst) and a[0].dtype == np.uint8 and a[0].shape == img.shape
+
+
+def test_bootstrap_over_seeds():
+    a = [{"dice": 0.6}, {"dice": 0.8}]
+    b = [{"dice": 0.7}, {"dice": 0.9}]
+    img = bootstrap_indices(2, 400, np.random.default_rng(0))
+    seeds = bootstrap_indices(2, 400, np.random.default_rng(1))
+    mean, lo, hi, reps = paired_bootstrap("dice", [a, b], img, seeds)
+    assert mean == pytest.approx(0.75)  # mean over seeds of the whole-test-set metric
+    # extremes: both seeds drawn as seed 0 with image 0 twice (0.6) ... seed 1, image 1 (0.9)
+    assert reps.min() >= 0.6 - 1e-9 and reps.max() <= 0.9 + 1e-9 and lo < mean < hi
+    assert len(set(np.round(reps, 6))) > 3  # seeds and images both vary across replicates
