@@ -66,12 +66,13 @@ def _rng(*key: int) -> np.random.Generator:
 
 
 def make_example(
-    item: TrainItem, k: int, bundle: DataBundle, crop: int, seed: int, epoch: int, augmenter: Augmenter
+    item: TrainItem, k: int, bundle: DataBundle, crop: int, seed: int, epoch: int, augmenter: Augmenter, draw: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Training example ``k`` of a regime at ``epoch``: (image crop, instance crop or None, boxes)."""
+    """Training example ``k`` of a regime, drawn as the ``draw``-th example of ``epoch``:
+    (image crop, instance crop or None, boxes)."""
     s: Sample = bundle.train[item.index] if item.origin == "real" else bundle.synthetic[item.index]
     h, w = s.shape
-    r = _rng(seed, k, epoch, _CROP)
+    r = _rng(seed, k, epoch, draw, _CROP)
     y0, x0 = int(r.integers(0, h - crop + 1)), int(r.integers(0, w - crop + 1))
     img = s.image[y0:y0 + crop, x0:x0 + crop]
     inst = None if s.instances is None else s.instances[y0:y0 + crop, x0:x0 + crop]
@@ -223,21 +224,26 @@ def run_trial(
         # enough shuffled passes over the items for this epoch's steps
         passes = -(-steps * tcfg.batch_size // len(items))
         order = np.concatenate([_rng(seed, epoch, j, _ORDER).permutation(len(items)) for j in range(passes)])
-        total = 0.0
+        total, done = 0.0, 0
         for step in range(steps):
-            ks = order[step * tcfg.batch_size:(step + 1) * tcfg.batch_size]
+            first = step * tcfg.batch_size
+            ks = order[first:first + tcfg.batch_size]
             if len(ks) == 0:
                 break
-            batch = [make_example(items[k], int(k), bundle, tcfg.crop, seed, epoch, augmenter) for k in ks]
+            batch = [make_example(items[k], int(k), bundle, tcfg.crop, seed, epoch, augmenter, first + i)
+                     for i, k in enumerate(ks)]
             with autocast():
                 loss = batch_loss(task, model, batch, tcfg, device)
+            if not torch.isfinite(loss):
+                continue  # one bad batch (a from-scratch detector's early blow-up) must not poison the weights
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # from-scratch detectors occasionally spike early; clipping keeps one batch from derailing a trial
             torch.nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
             total += float(loss.detach())
-        losses.append(total / max(1, steps))
+            done += 1
+        losses.append(total / done if done else float("nan"))
         if on_epoch is not None and epoch < tcfg.epochs - 1 and (epoch + 1) % tcfg.checkpoint_every == 0:
             on_epoch(epoch, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "losses": list(losses)}, losses[-1])
     records = evaluate(task, model, bundle.test, device, m.post, cfg.max_dets, autocast)
