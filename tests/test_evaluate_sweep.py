@@ -138,7 +138,7 @@ def test_tiny_sweep_to_s3(ray_session, s3_server, data, tmp_path, monkeypatch):
     for f in sorted(p for p in data["real"].rglob("*") if p.is_file()):
         storage.write_bytes(f"{real}/{f.relative_to(data['real']).as_posix()}", f.read_bytes())
     uri = f"s3://{bucket}/eval"
-    cfg = config(data, regimes=["RD+SD"], realism={"enabled": False},
+    cfg = config(data, regimes=["RD+SD"], realism={"enabled": False}, keep_weights=True,
                  datasets=[{**config(data)["datasets"][0], "real": real, "synthetic": shards}])
     assert main(["evaluate", "--config", write(tmp_path, cfg), "--out", uri]) == 0
     names = storage.listdir(uri)
@@ -147,3 +147,6 @@ def test_tiny_sweep_to_s3(ray_session, s3_server, data, tmp_path, monkeypatch):
     assert [r["regime"] for r in rows] == ["RD+SD"]
     assert f"{shards}: generated Parquet shards" in storage.read_bytes(f"{uri}/table.md").decode()
     assert "tiny" in storage.listdir(f"{uri}/tune")  # Tune's experiment (results, checkpoints) on S3
+    trial_dir = next(n for n in storage.listdir(f"{uri}/tune/tiny") if n.startswith("FCN-8s-RD-SD-s0_"))
+    ckpts = [n for n in storage.listdir(f"{uri}/tune/tiny/{trial_dir}") if n.startswith("checkpoint_")]
+    assert {"trial.json", "model.pt"} <= set(storage.listdir(f"{uri}/tune/tiny/{trial_dir}/{ckpts[-1]}"))

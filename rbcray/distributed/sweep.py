@@ -101,20 +101,25 @@ def _trainable(config: dict[str, Any], bundles: dict[str, DataBundle], sweep: di
                 res = json.loads((Path(d) / RESULT_FILE).read_text())
                 tune.report({"metric_value": res["value"], "done": True}, checkpoint=ckpt)
                 return
-            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
 
     def on_epoch(epoch: int, state: dict[str, Any], loss: float) -> None:
         with tempfile.TemporaryDirectory() as d:
             torch.save(state, Path(d) / STATE_FILE)
             tune.report({"epoch": epoch, "loss": loss}, checkpoint=tune.Checkpoint.from_directory(d))
 
-    res = run_trial(cfg, trial, bundles[m.dataset], resume=resume, on_epoch=on_epoch)
-    with tempfile.TemporaryDirectory() as d:
-        (Path(d) / RESULT_FILE).write_text(json.dumps(res.to_dict()))
+    with tempfile.TemporaryDirectory() as final:
+
+        def on_end(model: torch.nn.Module) -> None:
+            if cfg.keep_weights:
+                torch.save(model.state_dict(), Path(final) / "model.pt")
+
+        res = run_trial(cfg, trial, bundles[m.dataset], resume=resume, on_epoch=on_epoch, on_end=on_end)
+        (Path(final) / RESULT_FILE).write_text(json.dumps(res.to_dict()))
         tune.report(
             {"epoch": m.train.epochs - 1, "loss": res.losses[-1] if res.losses else float("nan"),
              "metric_value": res.value, "done": True},
-            checkpoint=tune.Checkpoint.from_directory(d),
+            checkpoint=tune.Checkpoint.from_directory(final),
         )
 
 

@@ -174,6 +174,9 @@ class SweepConfig:
     max_dets: int = 300
     #: Tune results and checkpoints (local path or s3://); default: <out>/tune
     storage: str | None = None
+    #: keep each trial's trained weights (model.pt) in its final checkpoint (FCN-8s at VGG16
+    #: width is ~0.5 GB per trial)
+    keep_weights: bool = False
     #: where public datasets are looked up (see rbcray.data.registry)
     data_dir: str | None = None
     realism: RealismConfig = field(default_factory=RealismConfig)

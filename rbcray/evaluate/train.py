@@ -178,12 +178,14 @@ def run_trial(
     device: torch.device | None = None,
     resume: dict[str, Any] | None = None,
     on_epoch: Callable[[int, dict[str, Any], float], None] | None = None,
+    on_end: Callable[[torch.nn.Module], None] | None = None,
 ) -> TrialResult:
     """Train ``trial`` ({'model': label, 'regime', 'seed'}) on ``bundle`` and test it.
 
     ``resume`` is a state saved by ``on_epoch`` (model, optimizer, epoch, losses);
     ``on_epoch(epoch, state, mean_loss)`` is called after every ``checkpoint_every`` epochs
     (checkpoints, reports); the state holds the live model tensors, so save or copy it at once.
+    ``on_end(model)`` receives the trained model (to keep its weights).
     """
     t0 = time.perf_counter()
     m = cfg.model(trial["model"])
@@ -246,6 +248,8 @@ def run_trial(
         losses.append(total / done if done else float("nan"))
         if on_epoch is not None and epoch < tcfg.epochs - 1 and (epoch + 1) % tcfg.checkpoint_every == 0:
             on_epoch(epoch, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "losses": list(losses)}, losses[-1])
+    if on_end is not None:
+        on_end(model)
     records = evaluate(task, model, bundle.test, device, m.post, cfg.max_dets, autocast)
     value = metric_value(m.metric, records, None, cfg.max_dets)
     return TrialResult(
