@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,62 @@ def test_tiny_sweep_to_s3(ray_session, s3_server, data, tmp_path, monkeypatch):
     trial_dir = next(n for n in storage.listdir(f"{uri}/tune/tiny") if n.startswith("FCN-8s-RD-SD-s0_"))
     ckpts = [n for n in storage.listdir(f"{uri}/tune/tiny/{trial_dir}") if n.startswith("checkpoint_")]
     assert {"trial.json", "model.pt"} <= set(storage.listdir(f"{uri}/tune/tiny/{trial_dir}/{ckpts[-1]}"))
+
+
+def trial_workers() -> list[int]:
+    """PIDs of Tune function-trainable actors started by this test process's own Ray instance."""
+    parent: dict[int, int] = {}
+    title: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                title[int(d.name)] = (d / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+    me = os.getpid()
+
+    def mine(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == me:
+                return True
+        return False
+
+    return [p for p, t in title.items() if t.startswith("ray::ImplicitFunc") and mine(p)]
+
+
+def test_killed_trial_resumes_from_its_checkpoint(ray_session, data, tmp_path):
+    """Kill a trial's worker after its first epoch checkpoint: Tune restarts it from that
+    checkpoint and the result equals an uninterrupted run's, exactly."""
+    import signal
+    import threading
+    import time
+
+    train = {"epochs": 12, "steps_per_epoch": 4, "batch_size": 2, "crop": 64, "checkpoint_every": 1}
+    cfg = config(data, regimes=["RD"], realism={"enabled": False},
+                 models=[model(train=train)])
+    killed: list[int] = []
+    out = tmp_path / "killed"
+
+    def killer() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            if any((out / "tune" / "tiny").glob("*/checkpoint_000000")):
+                for pid in trial_workers():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    assert main(["evaluate", "--config", write(tmp_path, cfg), "--out", str(out)]) == 0
+    t.join()
+    assert killed, "the trial finished before it could be killed"
+    assert list((out / "tune" / "tiny").glob("*/error.txt"))  # Tune saw the failure and retried
+    straight = tmp_path / "straight"
+    assert main(["evaluate", "--config", write(tmp_path, cfg, "s.yaml"), "--out", str(straight)]) == 0
+    a = json.loads((out / "results.json").read_text())[0]
+    b = json.loads((straight / "results.json").read_text())[0]
+    assert a["losses"] == b["losses"] and a["value"] == b["value"] and len(a["losses"]) == 12
