@@ -15,6 +15,9 @@ from rbcray.errors import ConfigError
 #: Modules whose import registers models (one line per model family).
 MODEL_MODULES: tuple[str, ...] = (
     "rbcray.models.pix2pixhd.networks",
+    "rbcray.models.fcn",  # fcn8s
+    "rbcray.models.dcan",  # dcan
+    "rbcray.models.detection",  # faster_rcnn
 )
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}

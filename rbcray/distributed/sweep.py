@@ -1,0 +1,252 @@
+"""The evaluation sweep on Ray: Ray Data reads synthetic shards, Ray Tune runs one trial per
+(model, regime, seed) (Bailo et al. Table 2, issue 6).
+
+The trials are the plain library's :func:`rbcray.evaluate.train.run_trial` inside a Tune
+function trainable: resources per trial from the config (``resources`` / per-model
+``resources``; a GPU trial sees its GPU through CUDA_VISIBLE_DEVICES), an epoch checkpoint after
+every epoch and the trial's test records in its final checkpoint, all under the storage path
+(local or ``s3://``). Re-running the same command on the same storage resumes: finished trials
+are kept, interrupted or failed ones continue from their last epoch checkpoint.
+
+One trial trains on one device; the paper's models at 960 images need no data parallelism, so
+no TorchTrainer is built (with Train v2 one would be built inside this trainable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from rbcray import storage
+from rbcray.config import to_dict
+from rbcray.errors import ConfigError, RbcrayError
+from rbcray.evaluate.config import SweepConfig, sweep_from_dict
+from rbcray.evaluate.data import (
+    SYNTHETIC_COLUMNS,
+    Sample,
+    SyntheticSource,
+    decode_synthetic_row,
+    load_synthetic,
+    shard_files,
+    storage_errors,
+)
+from rbcray.evaluate.plan import DataBundle, SweepPlan, load_bundles, plan_sweep
+from rbcray.evaluate.realism import RealismParams, realism_markdown, realism_report
+from rbcray.evaluate.report import OutputWriter, write_reports
+from rbcray.evaluate.train import TrialResult
+
+RESULT_FILE = "trial.json"
+STATE_FILE = "state.pt"
+
+
+# ----------------------------------------------------------------------------- Ray Data reader
+def _decode_batch(batch: dict[str, Any], scale: float) -> dict[str, Any]:
+    """Ray Data UDF: PNG bytes -> scaled image and instance arrays (ragged across rows)."""
+    out: dict[str, list] = {"sample_id": [], "image": [], "instances": []}
+    for sid, img, inst in zip(batch["sample_id"], batch["image"], batch["instance_mask"]):
+        s = decode_synthetic_row({"sample_id": int(sid), "image": img, "instance_mask": inst}, scale)
+        out["sample_id"].append(int(sid))
+        out["image"].append(s.image)
+        out["instances"].append(s.instances)
+    return out
+
+
+def read_synthetic_ray(src: SyntheticSource, n: int, scale: float) -> list[Sample]:
+    """The first ``n`` synthetic samples (lowest ids) of Parquet shards, decoded in parallel by
+    Ray Data; a synthetic dataset folder is read directly."""
+    if src.kind != "parquet" or n == 0:
+        return load_synthetic(src, n, scale)
+    import ray
+    from ray.data.expressions import col
+
+    cutoff = src.first_ids(n)[-1]
+    fs, files = shard_files(src.uri)
+    # a few dozen to a few thousand rows: Ray Data's per-operator progress lines are noise here
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ds = ray.data.read_parquet(files, filesystem=fs, columns=list(SYNTHETIC_COLUMNS))
+    ds = ds.filter(expr=col("sample_id") <= cutoff)
+    ds = ds.map_batches(_decode_batch, fn_kwargs={"scale": scale}, batch_size=8, batch_format="numpy", num_cpus=0.5)
+    rows = sorted(ds.take_all(), key=lambda r: int(r["sample_id"]))
+    return [Sample(f"synthetic-{int(r['sample_id'])}", "synthetic", r["image"], r["instances"]) for r in rows[:n]]
+
+
+# ----------------------------------------------------------------------------- the trainable
+def _trainable(config: dict[str, Any], bundles: dict[str, DataBundle], sweep: dict[str, Any]) -> None:
+    """Tune function trainable: one (model, regime, seed), resumable from epoch checkpoints."""
+    import torch
+
+    from rbcray.evaluate.train import run_trial
+
+    # per-epoch "checkpoint created" lines from every trial drown the one line per trial
+    for name in ("ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    cfg = sweep_from_dict(sweep)
+    trial = config["trial"]
+    m = cfg.model(trial["model"])
+    torch.set_num_threads(max(1, int(cfg.resources_of(m).cpu)))
+    resume = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            if (Path(d) / RESULT_FILE).exists():  # finished before an interruption: report again
+                res = json.loads((Path(d) / RESULT_FILE).read_text())
+                tune.report({"metric_value": res["value"], "done": True}, checkpoint=ckpt)
+                return
+            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+
+    def on_epoch(epoch: int, state: dict[str, Any], loss: float) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, Path(d) / STATE_FILE)
+            tune.report({"epoch": epoch, "loss": loss}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    with tempfile.TemporaryDirectory() as final:
+
+        def on_end(model: torch.nn.Module) -> None:
+            if cfg.keep_weights:
+                torch.save(model.state_dict(), Path(final) / "model.pt")
+
+        res = run_trial(cfg, trial, bundles[m.dataset], resume=resume, on_epoch=on_epoch, on_end=on_end)
+        (Path(final) / RESULT_FILE).write_text(json.dumps(res.to_dict()))
+        tune.report(
+            {"epoch": m.train.epochs - 1, "loss": res.losses[-1] if res.losses else float("nan"),
+             "metric_value": res.value, "done": True},
+            checkpoint=tune.Checkpoint.from_directory(final),
+        )
+
+
+def _trial_dirname(trial: Any) -> str:
+    t = trial.config["trial"]
+    safe = "".join(c if c.isalnum() else "-" for c in f"{t['model']}_{t['regime']}_s{t['seed']}")
+    return f"{safe}_{trial.trial_id}"
+
+
+def _check_resume_config(storage_uri: str, cfg: SweepConfig) -> None:
+    """Resume only the same sweep: the config is saved beside the Tune experiment."""
+    path = storage.join(storage_uri, f"{cfg.name}.sweep.json")
+    mine = json.dumps(to_dict(cfg), sort_keys=True)
+    if storage.exists(path):
+        if storage.read_bytes(path).decode() != mine:
+            raise ConfigError(
+                f"{storage.join(storage_uri, cfg.name)}: holds a sweep named {cfg.name!r} with a different config; "
+                "use another --out / --storage or another name"
+            )
+        return
+    storage.write_bytes(path, mine.encode())
+
+
+class TrialLog(tune.Callback):
+    """One line per finished or failed trial (Tune's own table is turned off)."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        t, r = trial.config["trial"], trial.last_result or {}
+        v = r.get("metric_value")
+        value = f"{v:.4f}" if v is not None else "?"
+        sys.stdout.write(f"  trial {t['model']} / {t['regime']} / seed {t['seed']}: {value} ({r.get('time_total_s', 0):.0f} s)\n")
+        sys.stdout.flush()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        t = trial.config["trial"]
+        sys.stdout.write(f"  trial {t['model']} / {t['regime']} / seed {t['seed']}: FAILED\n")
+        sys.stdout.flush()
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    out: str,
+    *,
+    log: Callable[[str], None] = print,
+    object_store_memory: int | None = 1_500_000_000,
+) -> dict[str, str]:
+    """Validate, load data, run every trial on Ray Tune, write the reports under ``out``."""
+    t0 = time.perf_counter()
+    plan: SweepPlan = plan_sweep(cfg)  # every data check, before Ray starts or anything trains
+    writer = OutputWriter(out)
+    writer.check_writable()
+    store = cfg.storage or storage.join(out, "tune")
+    if not storage.is_remote(store):
+        store = str(Path(store).expanduser().resolve())
+    storage.check_writable(store)
+    with storage_errors(store, "use as Tune storage"):
+        _check_resume_config(store, cfg)
+        fs, store_path = storage.pyarrow_filesystem(store)
+    from rbcray.distributed.runtime import init_ray
+
+    # Tune warns whenever short trials checkpoint faster than its experiment snapshots; harmless
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+    init_ray(object_store_memory=object_store_memory)
+    bundles = load_bundles(plan, synthetic_loader=read_synthetic_ray)
+    for name, b in bundles.items():
+        log(f"data {name}: {len(b.train)} real train, {len(b.test)} real test, {len(b.synthetic)} synthetic; {b.provenance}")
+    trainable = tune.with_parameters(_trainable, bundles=bundles, sweep=to_dict(cfg))
+
+    def resources(config: dict[str, Any]) -> Any:
+        r = cfg.resources_of(cfg.model(config["trial"]["model"]))
+        return tune.PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}])
+
+    trainable = tune.with_resources(trainable, resources)
+    exp = storage.join(store, cfg.name)
+    exp_path = storage.join(store_path, cfg.name)
+    trials = cfg.trials()
+    if tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
+        log(f"resuming the sweep at {exp}")
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_errored=True, storage_filesystem=fs)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(trials)},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=cfg.max_concurrent_trials, trial_dirname_creator=_trial_dirname,
+                # a trial process imports torch once and runs trial after trial
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=cfg.name, storage_path=store_path, storage_filesystem=fs, verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # a trial whose worker dies (node lost, preempted) restarts from its last epoch
+                failure_config=tune.FailureConfig(max_failures=2),
+                callbacks=[TrialLog()],
+            ),
+        )
+    log(f"running {len(trials)} trials on Ray Tune (results and checkpoints: {exp})")
+    grid = tuner.fit()
+    results: list[TrialResult] = []
+    failed = []
+    for r in grid:
+        t = r.config["trial"]
+        if r.error is not None or r.checkpoint is None:
+            msg = str(r.error).strip().splitlines()[-1] if r.error else "no result"
+            failed.append(f"{t['model']} / {t['regime']} / seed {t['seed']}: {msg}")
+            continue
+        with r.checkpoint.as_directory() as d:
+            p = Path(d) / RESULT_FILE
+            if not p.exists():
+                failed.append(f"{t['model']} / {t['regime']} / seed {t['seed']}: did not finish")
+                continue
+            results.append(TrialResult(**json.loads(p.read_text())))
+    if failed:
+        raise RbcrayError(f"{len(failed)} of {len(trials)} trials failed (first: {failed[0]}); "
+                          "no table written; run the same command again to resume")
+    realism, realism_md = None, None
+    if cfg.realism.enabled:
+        realism = []
+        rp = RealismParams(cfg.realism.crop, cfg.realism.crops_per_image, cfg.realism.epochs, cfg.bootstrap_seed)
+        for name, b in bundles.items():
+            if b.synthetic and any(s.instances is not None for s in b.train):
+                k = cfg.realism.max_images
+                realism.append(realism_report(name, (b.train + b.test)[:k], b.synthetic[:k], rp, cfg.realism.inception_weights))
+        realism_md = realism_markdown(realism) if realism else None
+    provenance = {name: b.provenance for name, b in bundles.items()}
+    paths = write_reports(writer, cfg, results, provenance, realism, realism_md)
+    log(f"sweep done in {time.perf_counter() - t0:.0f} s: {len(results)} trials")
+    return paths
+
