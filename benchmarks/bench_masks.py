@@ -47,7 +47,6 @@ def load_or_build_bank(args: argparse.Namespace, tmp: Path) -> str:
     if args.shapes:
         return args.shapes
     from rbcray.data.annotate import annotate_source, config_for_source
-
     from rbcray.data.sources import open_source
 
     src = open_source("chula-rbc-12")
