@@ -194,6 +194,26 @@ def test_empty_shape_bank_file_is_an_error(tmp_path) -> None:
     assert not (tmp_path / "s.parquet").exists()
 
 
+def test_irregular_shapes_are_left_out_unless_asked(tmp_path) -> None:
+    import cv2
+    import pyarrow.parquet as pq
+
+    from rbcray.data.dataset import DatasetWriter
+    from rbcray.synth.shapes import solidity
+
+    inst = np.zeros((80, 80), np.uint16)
+    cv2.circle(inst, (20, 20), 10, 1, -1)  # a disc: solidity ~1
+    inst[40:70, 40:45] = 2  # an L: solidity ~0.35
+    inst[65:70, 45:70] = 2
+    assert solidity(inst == 1) > 0.9 and solidity(inst == 2) < 0.5
+    with DatasetWriter(tmp_path / "ds", name="t", kind="test") as w:
+        w.add("a", inst)
+    build_shape_bank(tmp_path / "ds", tmp_path / "s.parquet")
+    assert pq.read_table(tmp_path / "s.parquet").column("instance_id").to_pylist() == [1]
+    build_shape_bank(tmp_path / "ds", tmp_path / "all.parquet", min_solidity=0)
+    assert pq.read_table(tmp_path / "all.parquet").column("instance_id").to_pylist() == [1, 2]
+
+
 def test_augmented_cells_are_consistent(bank) -> None:
     import cv2
 

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder with instances/ (e.g. from 'rbcray annotate')")
     p.add_argument("--out", required=True, metavar="FILE.parquet", help="shape bank to write")
     p.add_argument("--min-area", type=int, default=20, help="drop cells smaller than this many pixels (default 20)")
+    p.add_argument("--min-solidity", type=float, default=0.85,
+                   help="drop irregular cells (area / convex hull area below this; default 0.85, 0 keeps all)")
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser("masks", help="synthesize instance + colour-coded masks into a dataset folder")
@@ -54,7 +56,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
     if args.min_area < 1:
         raise ConfigError(f"--min-area {args.min_area} must be >= 1")
-    meta = build_shape_bank(args.dataset, args.out, min_area=args.min_area)
+    meta = build_shape_bank(args.dataset, args.out, min_area=args.min_area, min_solidity=args.min_solidity)
     cats = ", ".join(f"category {c}: {n}" for c, n in meta["per_category"].items())
     print(f"{args.out}: {meta['n_shapes']} whole cells from {meta['n_images']} images ({cats}); mean size {meta['mean_size']:.1f} px")
     return 0

@@ -77,7 +77,6 @@ class MaskActor:
         extra: dict[str, list] = {k: [] for k in ("instances", "color_mask", "instance_png", "color_png", "cells")}
         for i in ids.tolist():
             s = synthesize(self.bank, self.cfg, self.seed, i)
-            c = s.cells
             cols["sample_id"].append(i)
             cols["seed"].append(self.seed)
             cols["width"].append(self.cfg.width)
@@ -85,11 +84,7 @@ class MaskActor:
             cols["n_cells"].append(s.n_cells)
             cols["n_requested"].append(s.n_requested)
             cols["n_unplaced"].append(s.n_unplaced)
-            cols["boxes"].append([
-                {"x0": a, "y0": b, "x1": d, "y1": e, "instance_id": f, "class": g}
-                for a, b, d, e, f, g in zip(c["x0"].tolist(), c["y0"].tolist(), c["x1"].tolist(), c["y1"].tolist(),
-                                            c["id"].tolist(), c["category"].tolist())
-            ])
+            cols["boxes"].append(s.box_records())
             cols["colors"].append(s.colors[1:].tolist())
             rgb = s.color_mask() if ("color_mask" in self.outputs or "png" in self.outputs) else None
             if "instances" in self.outputs:
@@ -101,7 +96,7 @@ class MaskActor:
                 extra["color_png"].append(encode_png(rgb, self.png_compression))
             if "cells" in self.outputs:
                 keys = list(CELL_COLUMNS)
-                vals = [c[k].tolist() for k in keys]
+                vals = [s.cells[k].tolist() for k in keys]
                 extra["cells"].append([dict(zip(keys, row)) for row in zip(*vals)])
         out: dict[str, Any] = {
             "sample_id": np.asarray(cols["sample_id"], dtype=np.int64),

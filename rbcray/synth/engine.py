@@ -80,6 +80,12 @@ class MaskSample:
         """COCO category id per instance id."""
         return dict(zip(self.cells["id"].tolist(), self.cells["category"].tolist()))
 
+    def box_records(self) -> list[dict[str, int]]:
+        """Boxes as records ``x0, y0, x1, y1, instance_id, class`` (the shard schema's ``boxes``)."""
+        c = self.cells
+        cols = [c[k].tolist() for k in ("x0", "y0", "x1", "y1", "id", "category")]
+        return [dict(zip(("x0", "y0", "x1", "y1", "instance_id", "class"), row)) for row in zip(*cols)]
+
     def color_mask(self) -> np.ndarray:
         """The colour-coded mask, RGB uint8 (H, W, 3): each cell in its palette colour."""
         bits = self._colbits
