@@ -12,4 +12,11 @@ augmentation using Conditional GANs", CVPR-W 2019):
 - ``rbcray.distributed`` the thin Ray adapters, all in one place
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# OpenMP threads that spin while waiting steal the cores of every other process on a busy node
+# (Ray actors, data workers); passive waiting costs nothing on an idle one. Must be set before
+# torch loads its OpenMP runtime, hence here.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

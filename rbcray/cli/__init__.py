@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rbcray.cli.data_cmds",
     "rbcray.cli.synth_cmds",
     "rbcray.cli.train_cmds",
+    "rbcray.cli.generate_cmds",
     "rbcray.cli.evaluate_cmds",
     "rbcray.cli.demo_cmd",
 )

@@ -1,0 +1,93 @@
+"""The generation job's config: one frozen dataclass, validated at the boundary, saved with the output.
+
+Fields fall in two groups. *Content* fields (inputs, seed, sample count, style, mask synthesis
+overrides, shard size) decide every byte of the output and are recorded in ``_plan.json``; a re-run
+into the same output must agree on them. *Execution* fields (actor counts, batch size, device,
+cluster address) only decide how fast it goes: changing them never changes an output byte
+(on the same device type).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rbcray.config import check, to_dict
+
+#: fields that do not change the output (see the module docstring)
+EXECUTION_FIELDS = ("mask_actors", "gen_actors", "batch_size", "address", "gen_cpus", "progress")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Everything ``rbcray generate`` needs."""
+
+    #: what ``rbcray train --out`` wrote (local path or s3:// / gs:// URI), with its style clusters
+    checkpoint: str
+    #: shape bank of ``rbcray shapes`` (Parquet)
+    shapes: str
+    #: JSON of ``rbcray stats`` (cell count and size of the real data)
+    stats: str
+    #: output location (local path or s3:// / gs:// URI)
+    out: str
+    num_samples: int
+    seed: int = 0
+    #: 'random' (each cell draws a style cluster from its sample's seed) or a cluster index 0..K-1
+    style: str = "random"
+    #: also write a PNG tree (images/, instances/, masks/) and a COCO JSON under ``out``
+    png: bool = False
+    coco: bool = False
+    #: mask synthesis overrides (None = from the stats JSON); see rbcray.synth.config.SynthConfig
+    width: int | None = None
+    height: int | None = None
+    cells_mean: float | None = None
+    cells_std: float | None = None
+    cell_size: float | None = None
+    placement: str = "adhesive"
+    n_init: int | None = None
+    kernel_inner: float | None = None
+    #: samples per shard; None = from shard_bytes and the image size
+    shard_size: int | None = None
+    shard_bytes: int = 256 * 2**20
+    #: execution: actor pools (None = sized from the cluster), samples per generator call
+    mask_actors: int | None = None
+    gen_actors: int | None = None
+    batch_size: int = 4
+    #: CPUs per generator actor on a cluster without GPUs (None = all but what masks need)
+    gen_cpus: float | None = None
+    #: Ray address (None = $RAY_ADDRESS or a private local instance)
+    address: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.num_samples >= 1, f"--num-samples {self.num_samples} must be at least 1")
+        check(self.seed >= 0, f"--seed {self.seed} must be >= 0")
+        check(self.style == "random" or (self.style.isdigit()), f"--style {self.style!r} must be 'random' or a cluster index (0, 1, ...)")
+        check(self.placement in ("adhesive", "uniform"), f"--placement {self.placement!r} must be adhesive or uniform")
+        check(self.shard_size is None or self.shard_size >= 1, f"--shard-size {self.shard_size} must be at least 1")
+        check(self.shard_bytes >= 2**16, f"--shard-bytes {self.shard_bytes} must be at least 64 KiB")
+        check(self.mask_actors is None or self.mask_actors >= 1, f"--mask-actors {self.mask_actors} must be at least 1")
+        check(self.gen_actors is None or self.gen_actors >= 1, f"--gen-actors {self.gen_actors} must be at least 1")
+        check(self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1")
+        check(self.gen_cpus is None or self.gen_cpus > 0, f"--gen-cpus {self.gen_cpus} must be positive")
+        for name in ("checkpoint", "shapes", "stats", "out"):
+            check(bool(getattr(self, name)), f"--{name.replace('_', '-')} is required")
+
+    @property
+    def style_choice(self) -> int | None:
+        """None for random styles, else the fixed cluster index."""
+        return None if self.style == "random" else int(self.style)
+
+    def synth_overrides(self) -> dict[str, Any]:
+        """The mask-synthesis overrides given (None values left out)."""
+        keys = ("width", "height", "cells_mean", "cells_std", "cell_size", "n_init", "kernel_inner")
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        out["placement"] = self.placement
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def content_dict(self) -> dict[str, Any]:
+        """The fields that decide the output's bytes."""
+        return {k: v for k, v in to_dict(self).items() if k not in EXECUTION_FIELDS}
