@@ -74,7 +74,14 @@ def test_generate_job_runs_through_ray_job_submit(ray_head, inputs, tmp_path) ->
            "python", "jobs/generate.py", "--checkpoint", inputs["checkpoint"], "--shapes", inputs["shapes"],
            "--stats", inputs["stats"], "--num-samples", "4", "--out", str(out), "--width", "96", "--height", "96",
            "--shard-size", "2", "--no-progress"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    # Right after `ray start` the dashboard answers before its job agent has registered; the
+    # server then refuses with "No available agent" (nothing is created), so retrying is safe.
+    deadline = time.monotonic() + 120
+    while True:
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        if "No available agent" not in res.stdout + res.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in res.stdout + res.stderr
     v = verify_output(str(out))

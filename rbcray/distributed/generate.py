@@ -88,7 +88,8 @@ def _writer(out: str, constants: dict[str, Any], png: bool, coco: bool) -> Calla
         e = write_payload(out, sh, _one(batch, "payload"), constants, png, coco)
         return {"name": np.array([e["name"]]), "start": np.array([e["start"]]), "stop": np.array([e["stop"]]),
                 "count": np.array([e["count"]]), "bytes": np.array([e["bytes"]]), "sha256": np.array([e["sha256"]]),
-                "mask_s": batch["mask_s"], "gen_s": batch["gen_s"], "write_s": np.array([time.perf_counter() - t])}
+                "mask_s": batch["mask_s"], "gen_s": batch["gen_s"], "write_s": np.array([time.perf_counter() - t]),
+                "done_at": np.array([time.time()])}
 
     return write
 
@@ -158,6 +159,7 @@ def run_ray(plan: RunPlan, log: Callable[[str], None] = print, runtime_env: dict
         ds = ds.map_batches(_writer(cfg.out, plan.constants(), cfg.png, cfg.coco), num_cpus=r["write_cpus"],
                             batch_size=1, batch_format="numpy")
         written: dict[str, dict[str, Any]] = {}
+        done_at: list[tuple[float, int]] = []
         for row in ds.iter_rows():
             e = {k: row[k] for k in ("name", "start", "stop", "count", "bytes", "sha256")}
             e = {k: (v.item() if hasattr(v, "item") else v) for k, v in e.items()}
@@ -165,6 +167,7 @@ def run_ray(plan: RunPlan, log: Callable[[str], None] = print, runtime_env: dict
             busy["mask"] += float(row["mask_s"])
             busy["generate"] += float(row["gen_s"])
             busy["write"] += float(row["write_s"])
+            done_at.append((float(row["done_at"]), int(e["count"])))
         entries += list(written.values())
     seconds = time.perf_counter() - t0
     manifest = finish(plan, entries, seconds, busy)
@@ -174,5 +177,12 @@ def run_ray(plan: RunPlan, log: Callable[[str], None] = print, runtime_env: dict
         log(f"generated {n_new} samples in {seconds:.1f} s ({n_new / wall:.2f} samples/s); stage busy: "
             f"masks {busy['mask'] / (wall * r['mask_actors']):.0%}, generator {busy['generate'] / (wall * r['gen_actors']):.0%}, "
             f"writer {busy['write'] / wall:.0%} of wall time")
-    manifest["summary"] = {"new_samples": n_new, "seconds": seconds, "resources": r, "busy": busy}
+    # steady state: samples written after the first shard, over the time from first to last shard
+    # (leaves out actor start-up, model loading and the pipeline filling up)
+    steady = None
+    if todo and len(done_at) >= 2:
+        done_at.sort()
+        span = done_at[-1][0] - done_at[0][0]
+        steady = sum(c for _, c in done_at[1:]) / span if span > 0 else None
+    manifest["summary"] = {"new_samples": n_new, "seconds": seconds, "resources": r, "busy": busy, "steady_samples_s": steady}
     return manifest
