@@ -102,7 +102,7 @@ def e2e(inputs: dict[str, str], out: Path, n: int, shard: int, threads: int, bat
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=int, default=480, help="samples per measurement (640x480)")
+    ap.add_argument("--samples", type=int, default=960, help="samples per measurement (640x480)")
     ap.add_argument("--shard-size", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the generator (default 1 on <= 2 cores)")

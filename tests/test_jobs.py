@@ -52,7 +52,13 @@ def ray_head():
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     ray_bin = str(Path(sys.executable).parent / "ray")
-    cmd = [ray_bin, "start", "--head", f"--port={_free_port()}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
+    # every fixed default port gets a free one: the test session's own Ray (ray.init) already holds
+    # the defaults (the dashboard agent's 52365 above all), and a head whose agent cannot bind
+    # never accepts jobs ("No available agent")
+    ports = [f"--{name}={_free_port()}" for name in (
+        "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
+    cmd = [ray_bin, "start", "--head", *ports, f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
            "--num-cpus=2", "--object-store-memory=400000000", f"--temp-dir={tmp}", "--disable-usage-stats"]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
     address = f"http://127.0.0.1:{dash}"

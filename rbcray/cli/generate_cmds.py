@@ -31,7 +31,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-bytes", type=int, default=256 * 2**20, help="target shard size in bytes (default 256 MiB)")
     p.add_argument("--mask-actors", type=int, help="CPU mask actors (default: sized from the cluster)")
     p.add_argument("--gen-actors", type=int, help="generator actors (default: one per GPU, else 1)")
-    p.add_argument("--gen-cpus", type=float, help="CPUs per generator actor")
+    p.add_argument("--gen-cpus", type=float,
+                   help="CPUs per generator actor (default: up to 4 beside a GPU); also its PNG encoder threads")
     p.add_argument("--batch-size", type=int, default=4, help="masks per generator call")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
     p.add_argument("--local", action="store_true", help="run in this process without Ray")

@@ -68,7 +68,9 @@ class ShardGenActor:
     """Generator actor (a GPU each when the cluster has GPUs): a shard's images."""
 
     def __init__(self, checkpoint: str, style: int | None, batch_size: int, threads: int) -> None:
-        self.translator = ShardTranslator(checkpoint, style, batch_size, threads=threads)
+        # PNG encoding of the images runs here, beside the model (pixels never cross the object
+        # store raw): one encoder thread per CPU of the actor, at least 2
+        self.translator = ShardTranslator(checkpoint, style, batch_size, threads=threads, encode_threads=max(2, threads))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         k = int(_one(batch, "index"))

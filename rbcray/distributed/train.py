@@ -47,6 +47,19 @@ def _say(msg: str) -> None:
     sys.stderr.flush()
 
 
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs two INFO lines per checkpoint (the whole metrics dict); rbcray prints its own
+    one-line epoch summary, so those go to WARNING (they are still in the Ray session logs)."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context, storage
+    except ImportError:  # a Ray without Train v2's layout: keep its logging as it is
+        return
+    for name in (storage.__name__, context.__file__):  # context.py names its logger by file path
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _worker(config: dict[str, Any]) -> None:
     """Training function of every Ray Train worker."""
     import ray.train
@@ -57,6 +70,7 @@ def _worker(config: dict[str, Any]) -> None:
     from rbcray.train.pix2pixhd_export import export_model
     from rbcray.train.pix2pixhd_loop import Trainer, open_dataset
 
+    _quiet_ray_train_reports()
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     cfg = from_dict(Pix2PixHDTrainConfig, config["cfg"], where="train config")
