@@ -116,15 +116,19 @@ def _decode(buf: np.ndarray, flags: int, name: str) -> np.ndarray:
     return img
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3). Greyscale is expanded; alpha is dropped."""
-    path = Path(path)
+def _read_bytes(path: Path) -> np.ndarray:
     try:
-        buf = np.fromfile(path, dtype=np.uint8)
+        return np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3). Greyscale is expanded; alpha is dropped."""
+    path = Path(path)
+    buf = _read_bytes(path)
     img = _decode(buf, cv2.IMREAD_COLOR, str(path))
     if img.dtype != np.uint8:
         raise DataError(f"{path}: expected an 8-bit image, got {img.dtype}")
@@ -134,12 +138,7 @@ def read_image(path: str | Path) -> np.ndarray:
 def read_png_unchanged(path: str | Path) -> np.ndarray:
     """Read a PNG keeping its bit depth and channels (uint16 label maps, RGB colour masks)."""
     path = Path(path)
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    buf = _read_bytes(path)
     img = _decode(buf, cv2.IMREAD_UNCHANGED, str(path))
     if img.ndim == 3 and img.shape[2] >= 3:
         img = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)
