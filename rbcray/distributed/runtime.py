@@ -15,6 +15,16 @@ from typing import Any
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+#: Ray loggers whose warnings are only noise on a local instance without the dashboard
+_NOISY_WITHOUT_DASHBOARD = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_worker_logs() -> None:
+    """Worker-process setup hook of local instances: silence :data:`_NOISY_WITHOUT_DASHBOARD`."""
+    for name in _NOISY_WITHOUT_DASHBOARD:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def init_ray(
     address: str | None = None,
     num_cpus: int | None = None,
@@ -36,6 +46,10 @@ def init_ray(
     opts: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address is None or address == "local":
         opts.update(address="local", include_dashboard=include_dashboard)
+        if not include_dashboard:
+            # without the dashboard there is no State API; Ray Train's placement-group cleaner
+            # then warns once a second for the whole fit (hundreds of lines in the demo)
+            opts["runtime_env"] = {"worker_process_setup_hook": "rbcray.distributed.runtime.quiet_worker_logs"}
         if num_cpus is not None:
             opts["num_cpus"] = num_cpus
         if object_store_memory is not None:
