@@ -1,4 +1,4 @@
-"""CLI for the data stage: ``rbcray fetch``, ``rbcray annotate``, ``rbcray stats``."""
+"""CLI for the data stage: ``rbcray fetch``, ``rbcray annotate``, ``rbcray split``, ``rbcray stats``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="where the named dataset lives (default: RBCRAY_DATA_DIR, ../shared/data, cache)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_annotate)
+
+    p = sub.add_parser("split", help="assign every image of a dataset folder to train / val / test (seeded, by image)")
+    p.add_argument("dir", help="dataset folder (from rbcray annotate)")
+    p.add_argument("--out", required=True, help="split file to write (JSON)")
+    p.add_argument("--val", type=float, default=0.15, help="fraction of images for validation (default 0.15)")
+    p.add_argument("--test", type=float, default=0.15, help="fraction of images for testing (default 0.15)")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    p.add_argument(
+        "--reshuffle", action="store_true", help="ignore a split the source ships (BCCD-TXL's folders) and draw one"
+    )
+    p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("stats", help="Table 1 and spatial statistics of a dataset folder")
     p.add_argument("dir", help="dataset folder (from rbcray annotate / rbcray masks)")
@@ -70,6 +81,22 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
     out = annotate_source(src, args.out, cfg, limit=args.limit, overwrite=args.overwrite, workers=args.workers, progress=progress)
     print(out)
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from rbcray.data.dataset import Dataset
+    from rbcray.data.splits import make_splits, save_splits
+
+    ds = Dataset.open(args.dir)
+    given = {s["stem"]: s.get("split") for s in ds}
+    sp = make_splits(
+        ds.stems, dataset=ds.name, val=args.val, test=args.test, seed=args.seed, given=given, reshuffle=args.reshuffle
+    )
+    save_splits(sp, args.out)
+    counts = ", ".join(f"{r} {len(sp.stems(r))}" for r in ("train", "val", "test"))
+    print(f"{ds.name}: {counts} image(s) ({sp.method}); wrote {args.out}", file=sys.stderr)
+    print(args.out)
     return 0
 
 
