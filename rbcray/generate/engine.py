@@ -2,7 +2,8 @@
 
 A run makes samples ``0..N-1``. Sample ``i`` is fully determined by (run seed S, i): its mask is
 ``rbcray.synth.engine.synthesize(bank, synth_cfg, S, i)`` (Bailo et al. Sec. 4.1) and its image is
-the pix2pixHD translation (Sec. 4.2) with style clusters drawn from ``default_rng((S, i))``. So
+the pix2pixHD translation (Sec. 4.2) with style clusters drawn from the sample's own style stream
+(:mod:`rbcray.rng`; independent of the mask's). So
 the output never depends on actor counts, batch sizes or which worker ran what.
 
 The unit of work is a *shard* (a consecutive id range, see :mod:`rbcray.generate.shards`). Each
