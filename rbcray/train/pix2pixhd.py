@@ -22,11 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rbcray import storage
 from rbcray.config import check, to_dict
 from rbcray.models.pix2pixhd.model import Pix2PixHDConfig
+
+if TYPE_CHECKING:
+    from rbcray.data.splits import Splits
 
 
 @dataclass(frozen=True)
@@ -157,20 +160,25 @@ def train(
     log: Callable[[str], None] = print,
     on_epoch: EpochHook | None = None,
     export: bool = True,
+    splits: Splits | None = None,
+    role: str | None = None,
 ) -> dict[str, Any]:
     """Train in this process (no Ray), resuming from ``out``'s latest checkpoint; returns a summary.
 
+    With ``splits`` and ``role`` (e.g. ``"train"``) only that role's images are used; either way
+    the images used are recorded as ``provenance`` in every checkpoint and in ``model.json``.
     Re-running with the same ``out`` continues after the last saved epoch; a finished run is not
     trained again (its model is exported if it is missing).
     """
+    from rbcray.data.provenance import select_dataset
     from rbcray.models.pix2pixhd.checkpoint import load_state, save_state
     from rbcray.train.pix2pixhd_export import export_model
     from rbcray.train.pix2pixhd_loop import Trainer, open_dataset
 
     check_vgg(cfg)
-    ds = open_dataset(data)
+    ds, prov = select_dataset(open_dataset(data), splits, role)
     storage.check_writable(out)
-    trainer = Trainer(cfg, ds)
+    trainer = Trainer(cfg, ds, provenance=prov)
     ck = latest_checkpoint(out)
     if ck is not None:
         trainer.load_state_dict(load_state(ck), name=ck)

@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from rbcray.config import from_dict
 from rbcray.data.dataset import Dataset
+from rbcray.data.provenance import provenance_record
 from rbcray.errors import DataError
 from rbcray.models.pix2pixhd.checkpoint import MODEL_FORMAT
 from rbcray.models.pix2pixhd.inference import pick_device
@@ -65,9 +66,14 @@ def dataset_summary(ds: Dataset) -> dict[str, Any]:
 class Trainer:
     """pix2pixHD training state on one worker (rank ``rank`` of ``world_size``)."""
 
-    def __init__(self, cfg: Pix2PixHDTrainConfig, ds: Dataset, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, cfg: Pix2PixHDTrainConfig, ds: Dataset, device: str | torch.device | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.ds = ds
+        #: the images this model learns from (rbcray.data.provenance), saved in checkpoints and model.json
+        self.provenance = provenance or provenance_record(ds.name, ds.stems, root=str(ds.root.resolve()))
         self.device = pick_device(device if device is not None else cfg.device)
         self.distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.rank = dist.get_rank() if self.distributed else 0
@@ -273,6 +279,7 @@ class Trainer:
             "stats": json.dumps(self.stats),
             "history": json.dumps(self.history),
             "resumes": json.dumps(self.resumes),
+            "provenance": json.dumps(self.provenance),
         }
 
     def load_state_dict(self, state: dict[str, Any], name: str = "checkpoint") -> None:
@@ -280,6 +287,14 @@ class Trainer:
         saved = from_dict(Pix2PixHDTrainConfig, json.loads(state["config"]), where=f"{name} config")
         if saved.model != self.cfg.model:
             raise DataError(f"{name}: saved model architecture differs from this run's config ({saved.model} vs {self.cfg.model})")
+        if state.get("provenance"):
+            before = json.loads(state["provenance"])
+            if sorted(before.get("stems", [])) != self.provenance["stems"]:
+                raise DataError(
+                    f"{name}: was trained on other images (split {before.get('split')!r}, {before.get('n_images')} images) "
+                    f"than this run selects (split {self.provenance['split']!r}, {self.provenance['n_images']}); "
+                    "use another --out or the same --splits/--split"
+                )
         if int(state["stage"]) == 2 and self.model.stage == 1:
             self.model.to_stage2()
             self.model.to(self.device)
