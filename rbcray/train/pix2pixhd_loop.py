@@ -84,7 +84,7 @@ class Trainer:
         self.D = build_discriminator(cfg.model).to(self.device)
         self.vgg = None
         if cfg.vgg_loss and cfg.lambda_vgg > 0:
-            self.vgg = VGGLoss(resolve_vgg_weights(cfg.vgg_weights)).to(self.device)
+            self.vgg = VGGLoss(resolve_vgg_weights(cfg.vgg_weights), imagenet_norm=cfg.vgg_imagenet_norm).to(self.device)
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
         self.resumes: list[int] = []  # epochs at which training was resumed from a checkpoint
@@ -101,7 +101,7 @@ class Trainer:
 
     def crop_spec(self, stage: int) -> CropSpec:
         c = self.cfg
-        if stage == 2 or not c.model.n_local_enhancers:
+        if stage == 2 or c.model.stages == 1:
             return CropSpec(c.load_size, c.crop_size, None, c.flip)
         size = c.stage1_size
         if size is None:
@@ -120,7 +120,8 @@ class Trainer:
             self.model.to_stage2()
             self.model.to(self.device)
             self._new_optimizers()  # stage 2 starts its own Adam state and lr schedule (pix2pixHD)
-        frozen = stage == 2 and epoch - c.stage1_epochs < c.freeze_global_epochs
+        # only the local enhancer's first epochs freeze G1; the global recipe trains G throughout
+        frozen = stage == 2 and c.model.generator == "global+local" and epoch - c.stage1_epochs < c.freeze_global_epochs
         for p in self.model.global_generator.parameters():
             p.requires_grad_(not frozen)
         if self._trainable != (stage, frozen):
