@@ -102,7 +102,8 @@ def test_train_records_its_images_and_refuses_another_selection(chula_root, tmp_
     assert model["provenance"]["stems"] == ["c1", "c3"] and model["provenance"]["split"] == "train"
     assert read_provenance(out) == model["provenance"] == read_provenance(out / "model")
     # the training statistics saved with the model describe the same images
-    assert read_json(out / "model" / "stats.json")["n_samples"] == 2
+    stats = read_json(out / "model" / "stats.json")
+    assert stats["n_samples"] == 2 and stats["stats"]["provenance"] == model["provenance"]
     # resuming the run on other images is refused
     longer = Pix2PixHDTrainConfig(**{**TINY.__dict__, "stage2_epochs": 2})
     with pytest.raises(DataError, match="trained on other images"):

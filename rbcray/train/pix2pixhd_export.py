@@ -130,7 +130,7 @@ def export_model(trainer: Trainer, out: str, log: Callable[[str], None] = print,
     if trainer.stats is None:
         from rbcray.train.pix2pixhd_loop import dataset_summary
 
-        trainer.stats = dataset_summary(trainer.ds)
+        trainer.stats = dataset_summary(trainer.ds, trainer.provenance)
     stats = trainer.stats
     files["stats.json"] = (json.dumps(stats, indent=2) + "\n").encode()
     meta: dict[str, Any] = {

@@ -50,12 +50,12 @@ def open_dataset(data: str | Path) -> Dataset:
     return ds
 
 
-def dataset_summary(ds: Dataset) -> dict[str, Any]:
+def dataset_summary(ds: Dataset, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dataset statistics saved with every checkpoint (rbcray.data.stats, else a minimal record)."""
     try:
         from rbcray.data.stats import dataset_stats
 
-        st = dataset_stats(ds)
+        st = dataset_stats(ds, provenance=provenance)
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - statistics are provenance, never a reason to stop training
@@ -266,7 +266,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs; only tensors, numbers and strings (loads with weights_only)."""
         if self.stats is None:
-            self.stats = dataset_summary(self.ds)
+            self.stats = dataset_summary(self.ds, self.provenance)
         return {
             "format": MODEL_FORMAT + "-state",
             "epoch": self.epoch,
