@@ -148,7 +148,7 @@ def test_tiny_sweep_to_s3(ray_session, s3_server, data, tmp_path, monkeypatch):
     assert [r["regime"] for r in rows] == ["RD+SD"]
     assert f"{shards}: generated Parquet shards" in storage.read_bytes(f"{uri}/table.md").decode()
     assert "tiny" in storage.listdir(f"{uri}/tune")  # Tune's experiment (results, checkpoints) on S3
-    trial_dir = next(n for n in storage.listdir(f"{uri}/tune/tiny") if n.startswith("FCN-8s-RD-SD-s0_"))
+    trial_dir = next(n for n in storage.listdir(f"{uri}/tune/tiny") if n.startswith("FCN-8s-RD-SD-n2-k0-s0_"))
     ckpts = [n for n in storage.listdir(f"{uri}/tune/tiny/{trial_dir}") if n.startswith("checkpoint_")]
     assert {"trial.json", "model.pt"} <= set(storage.listdir(f"{uri}/tune/tiny/{trial_dir}/{ckpts[-1]}"))
 

@@ -123,9 +123,15 @@ def _trainable(config: dict[str, Any], bundles: dict[str, DataBundle], sweep: di
         )
 
 
+def trial_label(t: dict[str, Any]) -> str:
+    """``model / regime / n real / subset k / seed s`` of a trial dict."""
+    return f"{t['model']} / {t['regime']} / {t.get('n_real', '?')} real / subset {t.get('subset', 0)} / seed {t['seed']}"
+
+
 def _trial_dirname(trial: Any) -> str:
     t = trial.config["trial"]
-    safe = "".join(c if c.isalnum() else "-" for c in f"{t['model']}_{t['regime']}_s{t['seed']}")
+    key = f"{t['model']}_{t['regime']}_n{t.get('n_real', 0)}_k{t.get('subset', 0)}_s{t['seed']}"
+    safe = "".join(c if c.isalnum() else "-" for c in key)
     return f"{safe}_{trial.trial_id}"
 
 
@@ -150,12 +156,12 @@ class TrialLog(tune.Callback):
         t, r = trial.config["trial"], trial.last_result or {}
         v = r.get("metric_value")
         value = f"{v:.4f}" if v is not None else "?"
-        sys.stdout.write(f"  trial {t['model']} / {t['regime']} / seed {t['seed']}: {value} ({r.get('time_total_s', 0):.0f} s)\n")
+        sys.stdout.write(f"  trial {trial_label(t)}: {value} ({r.get('time_total_s', 0):.0f} s)\n")
         sys.stdout.flush()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         t = trial.config["trial"]
-        sys.stdout.write(f"  trial {t['model']} / {t['regime']} / seed {t['seed']}: FAILED\n")
+        sys.stdout.write(f"  trial {trial_label(t)}: FAILED\n")
         sys.stdout.flush()
 
 
@@ -186,7 +192,12 @@ def run_sweep(
     init_ray(object_store_memory=object_store_memory)
     bundles = load_bundles(plan, synthetic_loader=read_synthetic_ray)
     for name, b in bundles.items():
-        log(f"data {name}: {len(b.train)} real train, {len(b.test)} real test, {len(b.synthetic)} synthetic; {b.provenance}")
+        log(f"data {name}: {len(b.train)} real train (pool of {len(b.subsets) or 1} RD subset(s)), {len(b.val)} real val, "
+            f"{len(b.test)} real test, {len(b.synthetic)} synthetic; {b.provenance}")
+        syn = plan.datasets[name].provenance.get("synthetic")
+        if syn and syn["allow_overlap"]:
+            log(f"data {name}: --allow-overlap: the leakage check is off (ablation)"
+                + (f"; it would refuse: {syn['overlaps'][0]}" if syn["overlaps"] else ""))
     trainable = tune.with_parameters(_trainable, bundles=bundles, sweep=to_dict(cfg))
 
     def resources(config: dict[str, Any]) -> Any:
@@ -225,12 +236,12 @@ def run_sweep(
         t = r.config["trial"]
         if r.error is not None or r.checkpoint is None:
             msg = str(r.error).strip().splitlines()[-1] if r.error else "no result"
-            failed.append(f"{t['model']} / {t['regime']} / seed {t['seed']}: {msg}")
+            failed.append(f"{trial_label(t)}: {msg}")
             continue
         with r.checkpoint.as_directory() as d:
             p = Path(d) / RESULT_FILE
             if not p.exists():
-                failed.append(f"{t['model']} / {t['regime']} / seed {t['seed']}: did not finish")
+                failed.append(f"{trial_label(t)}: did not finish")
                 continue
             results.append(TrialResult(**json.loads(p.read_text())))
     if failed:
@@ -246,7 +257,8 @@ def run_sweep(
                 realism.append(realism_report(name, (b.train + b.test)[:k], b.synthetic[:k], rp, cfg.realism.inception_weights))
         realism_md = realism_markdown(realism) if realism else None
     provenance = {name: b.provenance for name, b in bundles.items()}
-    paths = write_reports(writer, cfg, results, provenance, realism, realism_md)
+    plan_info = {name: {"splits": p.role_stems(), "provenance": p.provenance} for name, p in plan.datasets.items()}
+    paths = write_reports(writer, cfg, results, provenance, realism, realism_md, plan_info)
     log(f"sweep done in {time.perf_counter() - t0:.0f} s: {len(results)} trials")
     return paths
 
