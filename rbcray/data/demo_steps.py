@@ -18,6 +18,11 @@ def annotated_dir(ctx: DemoContext):
     return ctx.out / "annotate" / "dataset"
 
 
+def splits_json(ctx: DemoContext):
+    """Where the demo's split file lives (train / val / test of the annotated subset)."""
+    return ctx.out / "split" / "splits.json"
+
+
 def stats_json(ctx: DemoContext):
     """Where the demo's statistics JSON lives (drives mask synthesis)."""
     return ctx.out / "stats" / "stats.json"
