@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rbcray.cli.data_cmds import add_split_args
 from rbcray.errors import ConfigError
 
 
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-area", type=int, default=20, help="drop cells smaller than this many pixels (default 20)")
     p.add_argument("--min-solidity", type=float, default=0.85,
                    help="drop irregular cells (area / convex hull area below this; default 0.85, 0 keeps all)")
+    add_split_args(p, "cut shapes from")
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser("masks", help="synthesize instance + colour-coded masks into a dataset folder")
@@ -52,13 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
+    from rbcray.data.provenance import load_selection
     from rbcray.synth.shapes import build_shape_bank
 
     if args.min_area < 1:
         raise ConfigError(f"--min-area {args.min_area} must be >= 1")
-    meta = build_shape_bank(args.dataset, args.out, min_area=args.min_area, min_solidity=args.min_solidity)
+    splits, role = load_selection(args.splits, args.split)
+    meta = build_shape_bank(args.dataset, args.out, min_area=args.min_area, min_solidity=args.min_solidity, splits=splits, role=role)
     cats = ", ".join(f"category {c}: {n}" for c, n in meta["per_category"].items())
-    print(f"{args.out}: {meta['n_shapes']} whole cells from {meta['n_images']} images ({cats}); mean size {meta['mean_size']:.1f} px")
+    print(f"{args.out}: {meta['n_shapes']} whole cells from {meta['n_images']} images (split {meta['provenance']['split']}; "
+          f"{cats}); mean size {meta['mean_size']:.1f} px")
     return 0
 
 
@@ -104,7 +109,8 @@ def cmd_masks(args: argparse.Namespace) -> int:
             print(f"  {k}/{n}", flush=True)
 
     res = write_masks(args.out, bank, cfg, args.seed, args.num, start=args.start, overwrite=args.overwrite,
-                      provenance={"stats": str(args.stats) if args.stats else None}, progress=progress)
+                      provenance={"stats": str(args.stats) if args.stats else None}, progress=progress,
+                      stats_provenance=stats.get("provenance") if isinstance(stats, dict) else None)
     print(f"{args.out}: {res['n_masks']} masks, {res['cells_mean']:.1f} ± {res['cells_std']:.1f} cells"
           + (f", {res['n_unplaced']} cells could not be placed" if res["n_unplaced"] else ""))
     if res["n_unplaced"] > 0.01 * res["n_requested"]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see rbcray.models.pix2pixhd
 
+from rbcray.cli.data_cmds import add_split_args  # noqa: E402
 from rbcray.config import load_config, replace  # noqa: E402
 from rbcray.errors import ConfigError, DataError  # noqa: E402
 
@@ -55,16 +56,18 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rbcray.data.provenance import load_selection
     from rbcray.train.pix2pixhd import check_vgg, train
 
     cfg = config_from_args(args)
     check_vgg(cfg)  # before any data loading or cluster start
+    splits, role = load_selection(args.splits, args.split)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     if args.no_ray:
-        summary = train(cfg, args.data, args.out)
+        summary = train(cfg, args.data, args.out, splits=splits, role=role)
         model = summary.get("model")
     else:
         from rbcray.distributed.train import train_distributed
@@ -73,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.cpus_per_worker = float(args.threads)
         train_distributed(
             cfg, args.data, args.out, workers=args.workers, use_gpu={"cuda": True, "cpu": False}.get(args.device or ""),
-            cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
+            cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, splits=splits, role=role,
         )
         from rbcray import storage
 
@@ -129,6 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
     p.add_argument("--cpus-per-worker", type=float)
     p.add_argument("--threads", type=int, help="torch CPU threads (per worker)")
+    add_split_args(p, "train on")
     p.set_defaults(func=cmd_train)
 
     s = sub.add_parser("styles", help="render one mask in every style cluster of a trained model (a grid PNG)")

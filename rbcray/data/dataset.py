@@ -74,8 +74,11 @@ class DatasetWriter:
         source: dict[str, Any] | None = None,
         overwrite: bool = False,
         categories: list[dict[str, Any]] | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> None:
         self.out = Path(out)
+        #: what real images the inputs of a derived dataset learned from (rbcray.data.provenance)
+        self.provenance = provenance
         self.name, self.kind = name, kind
         self.config = config or {}
         self.source = source or {}
@@ -175,6 +178,7 @@ class DatasetWriter:
                 "n_samples": len(self.samples),
                 "n_cells": int(sum(s["n_cells"] for s in self.samples)),
                 "samples": self.samples,
+                **({"provenance": self.provenance} if self.provenance is not None else {}),
             },
         )
 
@@ -214,6 +218,16 @@ class Dataset:
     @property
     def stems(self) -> list[str]:
         return [s["stem"] for s in self.samples]
+
+    def subset(self, stems: list[str] | tuple[str, ...]) -> Dataset:
+        """The same folder restricted to ``stems`` (in the folder's order), e.g. one split role."""
+        for s in stems:
+            self.record(s)  # DataError naming a stem that is not in the folder
+        keep = set(stems)
+        meta = {**self.meta, "samples": [r for r in self.samples if r["stem"] in keep]}
+        sub = Dataset(self.root, meta)
+        sub._coco_cats = self._coco_cats
+        return sub
 
     @property
     def name(self) -> str:

@@ -155,8 +155,17 @@ def collect(ds: Dataset, with_color: bool = True) -> dict[str, Any]:
     return {"per_image": per_image, "pooled": pooled, "color": color}
 
 
-def dataset_stats(ds: Dataset, with_color: bool = True) -> dict[str, Any]:
-    """The JSON-ready statistics of a dataset folder (Table 1, spatial, synthesis parameters)."""
+def dataset_stats(ds: Dataset, with_color: bool = True, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON-ready statistics of a dataset folder (Table 1, spatial, synthesis parameters).
+
+    ``provenance`` is the record of the images ``ds`` holds (from
+    :func:`rbcray.data.provenance.select_dataset`); without it the whole folder is recorded
+    (``split: all``).
+    """
+    from rbcray.data.provenance import provenance_record
+
+    if provenance is None:
+        provenance = provenance_record(ds.name, ds.stems, root=str(ds.root.resolve()))
     c = collect(ds, with_color)
     per = c["per_image"]
     counts = np.array([p["n_cells"] for p in per], dtype=np.float64)
@@ -192,6 +201,7 @@ def dataset_stats(ds: Dataset, with_color: bool = True) -> dict[str, Any]:
             "width": int(cw),
             "height": int(ch),
         },
+        "provenance": provenance,
     }
 
 

@@ -2,7 +2,7 @@
 
 :func:`synthesize` makes one synthetic instance mask from a shape bank and a
 :class:`~rbcray.synth.config.SynthConfig`. It is a pure function of (bank, config, seed, index):
-all randomness comes from ``np.random.default_rng([seed, index])``, so sample ``index`` is the same
+all randomness comes from ``rbcray.rng.sample_rng(seed, index, MASK)``, so sample ``index`` is the same
 bytes in any process, whatever the batch or actor count.
 
 Per mask: n ~ Norm(cells_mean, cells_std) (rounded, >= 0); per cell a random exemplar of the bank
@@ -39,6 +39,7 @@ import numpy as np
 
 from rbcray.data.formats import PALETTE
 from rbcray.errors import DataError
+from rbcray.rng import MASK, sample_rng
 from rbcray.synth.config import SynthConfig
 from rbcray.synth.placement import CandidateStream
 from rbcray.synth.shapes import ROTATIONS_90, Cell, ShapeBank, turn
@@ -138,7 +139,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
 
     ``_prefilter=False`` (tests only) turns off the shortcut rejections; the result is the same bytes.
     """
-    rng = np.random.default_rng([int(seed), int(index)])
+    rng = sample_rng(seed, index, MASK)  # rbcray.rng: the mask's own stream, independent of its style draws
     pool, pool_size = _bank_pool(bank, cfg.categories)
     W, H, K = cfg.width, cfg.height, cfg.colors
     n_req = draw_count(rng, cfg)

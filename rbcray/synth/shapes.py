@@ -22,8 +22,10 @@ area           int32       cell pixels
 mask_png       binary      the crop as an 8-bit greyscale PNG, 255 = cell, 0 = not
 =============  ==========  ===========================================================
 
-The file's key-value metadata ``rbcray.shape_bank`` holds a JSON provenance record (source
-folder, counts, mean size, rbcray version, creation time).
+The file's key-value metadata ``rbcray.shape_bank`` holds a JSON record (source folder, counts,
+mean size, rbcray version, creation time) and ``rbcray_provenance`` the exact image stems the
+bank was cut from (and the split role, ``all`` without a split file; see
+:mod:`rbcray.data.provenance`).
 
 :class:`ShapeBank` loads such a file once (decoding every crop) and :meth:`ShapeBank.augment`
 makes one augmented cell: rotation about the cell's centroid by any angle, scaling and flips, in
@@ -35,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -44,6 +46,9 @@ from rbcray import __version__
 from rbcray.data.dataset import Dataset, utc_now
 from rbcray.errors import DataError
 from rbcray.io import atomic_write_bytes, decode_png, encode_png
+
+if TYPE_CHECKING:
+    from rbcray.data.splits import Splits
 
 META_KEY = b"rbcray.shape_bank"
 COLUMNS = ("exemplar_id", "source", "stem", "instance_id", "category", "height", "width", "area", "mask_png")
@@ -96,12 +101,22 @@ def extract_shapes(ds: Dataset, min_area: int = 1, min_solidity: float = 0.85) -
     return cols
 
 
-def build_shape_bank(dataset_dir: str | Path, out: str | Path, min_area: int = 1, min_solidity: float = 0.85) -> dict[str, Any]:
-    """Write the shape bank Parquet of a dataset folder (atomically); returns its provenance record."""
+def build_shape_bank(
+    dataset_dir: str | Path, out: str | Path, min_area: int = 1, min_solidity: float = 0.85, *,
+    splits: Splits | None = None, role: str | None = None,
+) -> dict[str, Any]:
+    """Write the shape bank Parquet of a dataset folder (atomically); returns its metadata.
+
+    With ``splits`` and ``role`` only that role's images are cut into shapes; the record of the
+    images used (:func:`rbcray.data.provenance.provenance_record`, ``split: all`` without a split
+    file) is in the metadata under ``provenance`` and in the Parquet key ``rbcray_provenance``.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ds = Dataset.open(dataset_dir)
+    from rbcray.data.provenance import PARQUET_KEY, select_dataset
+
+    ds, prov = select_dataset(Dataset.open(dataset_dir), splits, role)
     if not 0.0 <= min_solidity <= 1.0:
         raise DataError(f"min_solidity = {min_solidity} must be in [0, 1]")
     cols = extract_shapes(ds, min_area, min_solidity)
@@ -122,6 +137,7 @@ def build_shape_bank(dataset_dir: str | Path, out: str | Path, min_area: int = 1
         "mean_size": float(np.mean((hs + ws) / 2)),
         "created": utc_now(),
         "rbcray_version": __version__,
+        "provenance": prov,
     }
     schema = pa.schema(
         [
@@ -129,7 +145,7 @@ def build_shape_bank(dataset_dir: str | Path, out: str | Path, min_area: int = 1
             ("instance_id", pa.int32()), ("category", pa.int16()), ("height", pa.int32()),
             ("width", pa.int32()), ("area", pa.int32()), ("mask_png", pa.binary()),
         ],
-        metadata={META_KEY: json.dumps(meta).encode()},
+        metadata={META_KEY: json.dumps(meta).encode(), PARQUET_KEY: json.dumps(prov).encode()},
     )
     table = pa.Table.from_pydict(cols, schema=schema)
     sink = pa.BufferOutputStream()

@@ -139,6 +139,7 @@ def export_model(trainer: Trainer, out: str, log: Callable[[str], None] = print,
         "stage": trainer.model.stage,
         "style_clusters": cfg.style_clusters if "styles.npz" in files else 0,
         "resumed_at_epochs": trainer.resumes,
+        "provenance": trainer.provenance,
         "history": trainer.history,
     }
     uri = write_model(out, files, meta)
