@@ -34,9 +34,6 @@ else
   CHULA_LIMIT=""; GAN_EPOCHS=""; N_SYN=200
 fi
 
-# Do shapes/stats/train take a split themselves? Otherwise they learn from a copy of the train role.
-if $RB shapes --help | grep -q -- "--splits"; then HAS_SPLIT=1; else HAS_SPLIT=0; fi
-
 build() {  # build NAME SOURCE SPLIT_ARGS
   local name=$1 source=$2; shift 2
   local d="$OUT/$name"
@@ -44,14 +41,8 @@ build() {  # build NAME SOURCE SPLIT_ARGS
   step "$name annotate" "$d/annotated/dataset.json" \
     $RB annotate "$source" --out "$d/annotated" --workers 2 ${LIMIT:-}
   step "$name split" "$d/splits.json" $RB split "$d/annotated" --out "$d/splits.json" "$@"
-  local data="$d/annotated" role=()
-  if [[ $HAS_SPLIT == 1 ]]; then
-    role=(--splits "$d/splits.json" --split train)
-  else
-    step "$name train-role copy" "$d/train/dataset.json" \
-      $PY benchmarks/study_role_folder.py "$d/annotated" "$d/splits.json" train "$d/train"
-    data="$d/train"
-  fi
+  # every stage that learns does so from the train role only, and records its stems
+  local data="$d/annotated" role=(--splits "$d/splits.json" --split train)
   step "$name shapes" "$d/shapes.parquet" $RB shapes "$data" --out "$d/shapes.parquet" "${role[@]}"
   step "$name stats" "$d/stats.json" $RB stats "$data" --json "$d/stats.json" --markdown "$d/stats.md" "${role[@]}"
   step "$name pix2pixHD" "$d/p2p/model/model.json" \
