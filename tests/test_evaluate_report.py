@@ -78,3 +78,15 @@ def test_reports_hold_splits_provenance_and_overlap_flag(tmp_path):
     md = (tmp_path / "table.md").read_text()
     assert md.count("--allow-overlap") >= 2 and "RD+SD − RD+aug" in md and "SD worth" in md
     assert "generator was built from test image(s) a" in md
+
+
+def test_partial_keeps_complete_cells_only():
+    from rbcray.distributed.sweep import complete_part
+
+    c = cfg()
+    res = [r for r in results(c) if not (r.regime == "RD+SD+aug" and r.subset == 2) and not (r.n_real == 8 and r.regime == "RD")]
+    part, note = complete_part(c, res)
+    assert part.model_regimes(part.models[0]) == ("RD", "RD+aug", "RD+SD")
+    assert part.learning_curve is None and "RD+SD+aug" in note and "learning curve incomplete" in note
+    s = summarise_all(part, res)
+    assert [r.regime for r in s.rows] == ["RD", "RD+aug", "RD+SD"] and not s.worth

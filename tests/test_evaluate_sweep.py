@@ -142,6 +142,10 @@ def test_tiny_sweep_end_to_end_and_resume(ray_session, data, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 8 and all(len(r["records"]) == 2 for r in results)
     assert all(r["selected_epoch"] is not None and len(r["val"]) == 2 for r in results)
+    # the partial report of a finished sweep is the same table
+    part = tmp_path / "part"
+    assert main(["evaluate", "--config", cfg_path, "--out", str(part), "--storage", str(out / "tune"), "--partial"]) == 0
+    assert (part / "table.csv").read_text() == text and "Partial: 8 of 8 trials" in (part / "table.md").read_text()
     # re-running the same sweep resumes it: both trials are done, the table comes out the same
     assert main(["evaluate", "--config", cfg_path, "--out", str(out)]) == 0
     assert "resuming the sweep" in capsys.readouterr().out

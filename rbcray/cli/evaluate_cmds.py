@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ablations only: run although a synthetic input was built from val/test images (or records "
                    "none); every report says so")
     p.add_argument("--check", action="store_true", help="validate the config against the data and stop")
+    p.add_argument("--partial", action="store_true",
+                   help="write the reports from the trials finished so far (while or after a sweep runs; "
+                   "local storage), marked partial; trains nothing")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -80,9 +83,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"config OK: {len(cfg.trials())} trials")
         return 0
     from rbcray import storage
-    from rbcray.distributed.sweep import run_sweep
+    from rbcray.distributed.sweep import partial_report, run_sweep
 
-    paths = run_sweep(cfg, args.out, object_store_memory=int(args.object_store_gb * 1e9))
+    if args.partial:
+        paths = partial_report(cfg, args.out)
+    else:
+        paths = run_sweep(cfg, args.out, object_store_memory=int(args.object_store_gb * 1e9))
     print(storage.read_bytes(paths["table.md"]).decode().split("\n## How")[0])
     for name in ("table.md", "table.csv", "table.png"):
         print(f"wrote {paths[name]}")

@@ -165,6 +165,64 @@ class TrialLog(tune.Callback):
         sys.stdout.flush()
 
 
+def finished_results(store: str, cfg: SweepConfig) -> list[TrialResult]:
+    """Results of the trials that finished so far in a sweep's Tune storage (local folders)."""
+    if storage.is_remote(store):
+        raise ConfigError(f"{store}: --partial reads local Tune storage only")
+    found: dict[tuple, TrialResult] = {}
+    for p in sorted(Path(store).expanduser().glob(f"{cfg.name}/*/checkpoint_*/{RESULT_FILE}")):
+        r = TrialResult(**json.loads(p.read_text()))
+        found[(r.model, r.regime, r.n_real or cfg.n_real, r.subset, r.seed)] = r
+    return list(found.values())
+
+
+def complete_part(cfg: SweepConfig, results: list[TrialResult]) -> tuple[SweepConfig, str]:
+    """The part of ``cfg`` whose cells are complete in ``results`` (every subset and seed), and a
+    line saying what is missing."""
+    import dataclasses
+
+    have = {(r.model, r.regime, r.n_real or cfg.n_real, r.subset, r.seed) for r in results}
+
+    def done(label: str, regime: str, n: int) -> bool:
+        return all((label, regime, n, k, s) in have for k in cfg.rd_subsets for s in cfg.seeds)
+
+    models = []
+    for m in cfg.models:
+        regimes = tuple(r for r in cfg.model_regimes(m) if done(m.label, r, cfg.n_real))
+        if regimes:
+            models.append(dataclasses.replace(m, regimes=regimes))
+    lc = cfg.learning_curve
+    if lc is not None and not all(done(lc.model, r, n) for r in lc.regimes for n in lc.sizes):
+        lc = None
+    if lc is not None and lc.model not in {m.label for m in models}:
+        lc = None
+    if not models:
+        raise RbcrayError(f"no cell of sweep {cfg.name!r} has finished yet ({len(results)} trial(s) done)")
+    n_all = len(cfg.trials())
+    left = [f"{m.label} ({', '.join(r for r in cfg.model_regimes(m) if not done(m.label, r, cfg.n_real))})"
+            for m in cfg.models if any(not done(m.label, r, cfg.n_real) for r in cfg.model_regimes(m))]
+    note = (f"{len(results)} of {n_all} trials had finished; cells still missing: {'; '.join(left) or 'none'}"
+            f"{'; learning curve incomplete' if cfg.learning_curve is not None and lc is None else ''}")
+    return dataclasses.replace(cfg, models=tuple(models), learning_curve=lc), note
+
+
+def partial_report(cfg: SweepConfig, out: str, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Reports from the trials finished so far (no Ray, nothing trained): every complete cell,
+    contrast and (when complete) the learning curve, marked partial in table.md and report.json."""
+    plan = plan_sweep(cfg)
+    store = cfg.storage or storage.join(out, "tune")
+    results = finished_results(store, cfg)
+    part, note = complete_part(cfg, results)
+    keep = {m.label: set(part.model_regimes(m)) for m in part.models}
+    sizes = set(part.learning_curve.sizes) if part.learning_curve else set()
+    used = [r for r in results if r.regime in keep.get(r.model, ()) and ((r.n_real or cfg.n_real) == cfg.n_real
+            or (part.learning_curve is not None and r.model == part.learning_curve.model and r.n_real in sizes))]
+    log(f"partial report: {note}")
+    provenance = {name: p.real.provenance for name, p in plan.datasets.items()}
+    plan_info = {name: {"splits": p.role_stems(), "provenance": p.provenance} for name, p in plan.datasets.items()}
+    return write_reports(OutputWriter(out), part, used, provenance, None, None, plan_info, partial=note)
+
+
 def run_sweep(
     cfg: SweepConfig,
     out: str,

@@ -188,7 +188,7 @@ def delta_table(cfg: SweepConfig, rows: list[Row]) -> str:
 
 def report_markdown(
     cfg: SweepConfig, rows: list[Row] | Summary, provenance: dict[str, str], realism_md: str | None,
-    plan_info: dict[str, Any] | None = None,
+    plan_info: dict[str, Any] | None = None, partial: str | None = None,
 ) -> str:
     """The whole ``table.md``: table, paired contrasts, learning curve, how it was made, data."""
     summary = rows if isinstance(rows, Summary) else Summary(rows)
@@ -203,6 +203,8 @@ def report_markdown(
         f"# {cfg.name}: downstream evaluation (Bailo et al. 2019, Table 2)",
         "",
     ]
+    if partial:
+        parts += [f"**Partial: {partial}**", ""]
     if cfg.allow_overlap:
         parts += ["**--allow-overlap: synthetic inputs were NOT checked against the held-out images (ablation only).**", ""]
     parts += [
@@ -303,6 +305,7 @@ class OutputWriter:
 def write_reports(
     out: OutputWriter, cfg: SweepConfig, results: list[TrialResult], provenance: dict[str, str],
     realism: dict[str, Any] | None = None, realism_md: str | None = None, plan_info: dict[str, Any] | None = None,
+    partial: str | None = None,
 ) -> dict[str, str]:
     """Write every output file; ``report.json`` last. Returns name -> written path.
 
@@ -322,11 +325,12 @@ def write_reports(
     if realism_md:
         paths["realism.md"] = out.put("realism.md", realism_md.encode())
     paths["results.json"] = out.put("results.json", (json.dumps([r.to_dict() for r in results]) + "\n").encode())
-    paths["table.md"] = out.put("table.md", report_markdown(cfg, summary, provenance, realism_md, plan_info).encode())
+    paths["table.md"] = out.put("table.md", report_markdown(cfg, summary, provenance, realism_md, plan_info, partial).encode())
     info = plan_info or {}
     report = {
         "config": to_dict(cfg),
         "allow_overlap": cfg.allow_overlap,
+        "partial": partial,
         "splits": {k: v.get("splits") for k, v in info.items()},
         "provenance": {k: {"text": provenance.get(k), **(v.get("provenance") or {})} for k, v in info.items()}
         or provenance,
