@@ -71,6 +71,59 @@ def test_masks_have_no_overlaps_and_valid_colouring(bank, placement, colors) -> 
         _check_mask(synthesize(bank, cfg, 3, i), cfg)
 
 
+@pytest.mark.parametrize("placement", ["adhesive", "uniform"])
+def test_contact_cells_touch_more_and_stay_disjoint_and_properly_coloured(bank, placement) -> None:
+    base = dict(width=320, height=240, cells_mean=80, cells_std=8, cell_size=20, placement=placement, n_init=5, colors=4)
+    plain, touch = SynthConfig(**base), SynthConfig(**base, contact_prob=1.0, contact_overlap=0.2)
+    frac = {}
+    for name, cfg in (("plain", plain), ("contact", touch)):
+        fr = []
+        for i in range(4):
+            s = synthesize(bank, cfg, 5, i)
+            _check_mask(s, cfg)  # disjoint instances, table = map, no touching pair shares a colour
+            fr.append(image_spatial(s.instances)["touching_fraction"])
+        frac[name] = float(np.mean(fr))
+    assert frac["contact"] > frac["plain"] + 0.15, frac
+    # a split cell stays one connected piece and keeps most of its pixels
+    from scipy import ndimage
+
+    s = synthesize(bank, touch, 5, 0)
+    for k, sl in enumerate(ndimage.find_objects(s.instances.astype(np.int32))):
+        assert ndimage.label(s.instances[sl] == k + 1, structure=np.ones((3, 3)))[1] == 1
+
+
+def test_reverted_kernel_and_kernel_scale_change_placement(bank) -> None:
+    base = dict(width=320, height=240, cells_mean=40, cell_size=20, n_init=5)
+    a = synthesize(bank, SynthConfig(**base), 1, 0)
+    b = synthesize(bank, SynthConfig(**base, kernel_inside="reverted"), 1, 0)
+    c = synthesize(bank, SynthConfig(**base, kernel_scale=2.0), 1, 0)
+    for s in (b, c):
+        _check_mask(s, SynthConfig(**base))
+        assert not np.array_equal(a.instances, s.instances)
+
+
+def test_collisions_are_judged_on_visible_pixels(bank) -> None:
+    # cells cut by the border may overlap each other off the canvas (rebuilt from the cell table:
+    # every cell is its own augmentation), never where they show
+    cfg = SynthConfig(width=40, height=40, cells_mean=30, cell_size=18, placement="uniform", colors=4, max_unplaced=0.95)
+    row_of = {int(e): k for k, e in enumerate(bank.exemplar_id)}
+    off_overlap = 0
+    for i in range(20):
+        s = synthesize(bank, cfg, 2, i)
+        _check_mask(s, cfg)
+        P = 40
+        count = np.zeros((cfg.height + 2 * P, cfg.width + 2 * P), np.int32)
+        c = s.cells
+        for j in range(s.n_cells):
+            cell = bank.augment(row_of[int(c["exemplar"][j])], float(c["angle"][j]), float(c["scale"][j]), bool(c["flip_h"][j]), bool(c["flip_v"][j]))
+            x0, y0 = int(c["cx"][j]) - cell.ax + P, int(c["cy"][j]) - cell.ay + P
+            h, w = cell.mask.shape
+            count[y0 : y0 + h, x0 : x0 + w] += cell.mask
+        assert (count[P:-P, P:-P] <= 1).all()
+        off_overlap += int((count > 1).sum())
+    assert off_overlap > 0
+
+
 def test_no_free_colour_resamples_the_place(bank) -> None:
     # two colours on a dense canvas: some places leave no colour free and are drawn again
     cfg = SynthConfig(width=256, height=192, cells_mean=100, cells_std=0, cell_size=20, colors=2, n_init=10, max_unplaced=0.3)
