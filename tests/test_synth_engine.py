@@ -247,24 +247,35 @@ def test_empty_shape_bank_file_is_an_error(tmp_path) -> None:
     assert not (tmp_path / "s.parquet").exists()
 
 
-def test_irregular_shapes_are_left_out_unless_asked(tmp_path) -> None:
+def test_bank_keeps_whole_isolated_regular_cells_and_reports_each_rule(tmp_path) -> None:
     import cv2
     import pyarrow.parquet as pq
 
     from rbcray.data.dataset import DatasetWriter
-    from rbcray.synth.shapes import solidity
+    from rbcray.synth.shapes import ShapeBank, solidity
 
-    inst = np.zeros((80, 80), np.uint16)
-    cv2.circle(inst, (20, 20), 10, 1, -1)  # a disc: solidity ~1
-    inst[40:70, 40:45] = 2  # an L: solidity ~0.35
-    inst[65:70, 45:70] = 2
-    assert solidity(inst == 1) > 0.9 and solidity(inst == 2) < 0.5
+    inst = np.zeros((120, 160), np.uint16)
+    cv2.circle(inst, (20, 20), 10, 1, -1)  # 1: a disc: kept
+    cv2.circle(inst, (60, 20), 10, 2, -1)  # 2: a disc: kept
+    inst[40:70, 40:45] = 3  # 3: an L: solidity ~0.35 -> irregular
+    inst[65:70, 45:70] = 3
+    cv2.circle(inst, (100, 20), 10, 4, -1)  # 4, 5: a touching pair -> touching (both)
+    cv2.circle(inst, (119, 20), 9, 5, -1)
+    inst[40:44, 90:130] = 6  # 6: a thin bar: convex but perimeter^2 / area ~ 46 -> elongated
+    inst[0:12, 140:152] = 7  # 7: cut by the border -> border
+    inst[97:103, 17:23] = 8  # 8: a fragment (36 px, far below 0.4x the median) -> size
+    cv2.circle(inst, (60, 100), 10, 9, -1)  # 9: a disc: kept
+    assert solidity(inst == 1) > 0.9 and solidity(inst == 3) < 0.5 and solidity(inst == 6) > 0.9
     with DatasetWriter(tmp_path / "ds", name="t", kind="test") as w:
         w.add("a", inst)
-    build_shape_bank(tmp_path / "ds", tmp_path / "s.parquet")
-    assert pq.read_table(tmp_path / "s.parquet").column("instance_id").to_pylist() == [1]
-    build_shape_bank(tmp_path / "ds", tmp_path / "all.parquet", min_solidity=0)
-    assert pq.read_table(tmp_path / "all.parquet").column("instance_id").to_pylist() == [1, 2]
+    meta = build_shape_bank(tmp_path / "ds", tmp_path / "s.parquet")
+    assert pq.read_table(tmp_path / "s.parquet").column("instance_id").to_pylist() == [1, 2, 9]
+    f = meta["filter"]
+    assert f["dropped"] == {"border": 1, "small": 0, "touching": 2, "irregular": 1, "elongated": 1, "size": 1}
+    assert (f["seen"], f["kept"]) == (9, 3)
+    assert ShapeBank.load(tmp_path / "s.parquet").meta["filter"]["dropped"]["touching"] == 2
+    build_shape_bank(tmp_path / "ds", tmp_path / "all.parquet", min_solidity=0, isolated=False, max_roundness=float("inf"), size_range=None)
+    assert pq.read_table(tmp_path / "all.parquet").column("instance_id").to_pylist() == [1, 2, 3, 4, 5, 6, 8, 9]
 
 
 def test_augmented_cells_are_consistent(bank) -> None:

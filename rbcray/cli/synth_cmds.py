@@ -18,8 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder with instances/ (e.g. from 'rbcray annotate')")
     p.add_argument("--out", required=True, metavar="FILE.parquet", help="shape bank to write")
     p.add_argument("--min-area", type=int, default=20, help="drop cells smaller than this many pixels (default 20)")
-    p.add_argument("--min-solidity", type=float, default=0.85,
-                   help="drop irregular cells (area / convex hull area below this; default 0.85, 0 keeps all)")
+    p.add_argument("--min-solidity", type=float, default=0.9,
+                   help="drop irregular cells (area / convex hull area below this; default 0.9, 0 keeps all)")
+    p.add_argument("--max-roundness", type=float, default=18.0,
+                   help="drop elongated or ragged cells (perimeter^2 / area above this; a disc is 12.6; default 18)")
+    p.add_argument("--keep-touching", action="store_true", help="keep cells that touch another (default: isolated cells only)")
+    p.add_argument("--any-size", action="store_true", help="keep cells of any size (default: 0.4-2.5x the median area)")
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser("masks", help="synthesize instance + colour-coded masks into a dataset folder")
@@ -56,9 +60,13 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
     if args.min_area < 1:
         raise ConfigError(f"--min-area {args.min_area} must be >= 1")
-    meta = build_shape_bank(args.dataset, args.out, min_area=args.min_area, min_solidity=args.min_solidity)
+    meta = build_shape_bank(args.dataset, args.out, min_area=args.min_area, min_solidity=args.min_solidity,
+                            isolated=not args.keep_touching, max_roundness=args.max_roundness,
+                            size_range=None if args.any_size else (0.4, 2.5))
     cats = ", ".join(f"category {c}: {n}" for c, n in meta["per_category"].items())
-    print(f"{args.out}: {meta['n_shapes']} whole cells from {meta['n_images']} images ({cats}); mean size {meta['mean_size']:.1f} px")
+    print(f"{args.out}: {meta['n_shapes']} clean cells from {meta['n_images']} images ({cats}); mean size {meta['mean_size']:.1f} px")
+    f = meta["filter"]
+    print(f"filter: {f['seen']} cells seen, dropped " + ", ".join(f"{k} {v}" for k, v in f["dropped"].items()) + f"; kept {f['kept']}")
     return 0
 
 
