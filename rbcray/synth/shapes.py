@@ -224,7 +224,7 @@ class ShapeBank:
         self.meta = meta
         self.sha256: str | None = None
         self.crops = crops  # uint8 0/255, tight
-        self._src = [(c > 0).astype(np.uint8) for c in crops]  # 0/1: bilinear warp rounds at one half
+        self._src = [_signed_distance(c > 0) for c in crops]  # warped bilinearly, cell where > 0
         self.category = np.asarray(category, dtype=np.int64)
         self.exemplar_id = np.asarray(exemplar_id, dtype=np.int64)
         self.heights = np.array([c.shape[0] for c in crops], dtype=np.float64)
@@ -328,8 +328,11 @@ class ShapeBank:
         wo = int(math.ceil(ccx + hw_x)) + ox + 2
         ho = int(math.ceil(ccy + hw_y)) + oy + 2
         m = np.array([[a00, a01, ox - a00 * cx - a01 * cy], [a10, a11, oy - a10 * cx - a11 * cy]])
-        # bilinear on a 0/1 crop, rounded: 1 where the interpolated value is at least one half
-        b = cv2.warpAffine(src, m, (wo, ho), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        # the (lightly smoothed) signed distance to the outline, interpolated bilinearly: cell where
+        # it is > 0. A warped 0/1 crop rounded at one half gives ragged outlines at small angles
+        # (perimeter^2 / area of augmented cells KS 0.6 from real ones; 0.08 this way, docs/masks.md)
+        sd = cv2.warpAffine(src, m, (wo, ho), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+        b = (sd > 0).view(np.uint8)
         x, y, w, h = cv2.boundingRect(b)
         if w == 0:  # scaled below a pixel: keep the centroid pixel
             b[oy, ox] = 1
@@ -412,6 +415,17 @@ def turn_offsets(px: np.ndarray, py: np.ndarray, d: int) -> tuple[np.ndarray, np
 
 
 _K3 = np.ones((3, 3), np.uint8)
+
+
+def _signed_distance(m: np.ndarray) -> np.ndarray:
+    """float32 signed distance of a binary crop's pixel centres to its outline (pixel edges,
+    > 0 inside), smoothed by a Gaussian of 1 px so that the outline's pixel staircase does not
+    survive rotation."""
+    p = np.pad(m.astype(np.uint8), 2)
+    d_in = cv2.distanceTransform(p, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    d_out = cv2.distanceTransform(1 - p, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    sd = cv2.GaussianBlur(np.where(p > 0, d_in - 0.5, 0.5 - d_out).astype(np.float32), (0, 0), 1.0)
+    return np.ascontiguousarray(sd[2:-2, 2:-2])
 
 
 PROBES = 12
