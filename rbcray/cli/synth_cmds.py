@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel-inner", type=float, metavar="V", help="Eq. 3 kernel value within cell_size of its centre (default 0)")
     p.add_argument("--max-tries", type=int, metavar="T", help="placement tries per cell (default 1000)")
     p.add_argument("--config", metavar="FILE", help="JSON/YAML with any SynthConfig fields (flags override it)")
+    p.add_argument("--params", metavar="params.json", help="calibrated placement from 'rbcray calibrate' (--config and flags override it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_masks)
 
@@ -96,7 +97,12 @@ def cmd_masks(args: argparse.Namespace) -> int:
         raise ConfigError(f"--num {args.num} must be >= 1")
     if args.start < 0 or args.seed < 0:
         raise ConfigError("--seed and --start must be >= 0")
-    given = _config_file_keys(args.config) if args.config else {}
+    given: dict = {}
+    if args.params:
+        from rbcray.synth.calibrate import load_params
+
+        given.update(load_params(args.params))
+    given.update(_config_file_keys(args.config) if args.config else {})
     flags = {"width": args.width, "height": args.height, "cells_mean": args.cells_mean, "cells_std": args.cells_std,
              "cell_size": args.cell_size, "placement": args.placement, "colors": args.colors, "n_init": args.n_init,
              "kernel_inner": args.kernel_inner, "max_tries": args.max_tries}
@@ -112,7 +118,8 @@ def cmd_masks(args: argparse.Namespace) -> int:
             print(f"  {k}/{n}", flush=True)
 
     res = write_masks(args.out, bank, cfg, args.seed, args.num, start=args.start, overwrite=args.overwrite,
-                      provenance={"stats": str(args.stats) if args.stats else None}, progress=progress)
+                      provenance={"stats": str(args.stats) if args.stats else None,
+                                  "params": str(args.params) if args.params else None}, progress=progress)
     print(f"{args.out}: {res['n_masks']} masks, {res['cells_mean']:.1f} ± {res['cells_std']:.1f} cells"
           + (f", {res['n_unplaced']} cells could not be placed" if res["n_unplaced"] else ""))
     if res["n_unplaced"] > 0.01 * res["n_requested"]:

@@ -224,7 +224,10 @@ class ShapeBank:
         self.meta = meta
         self.sha256: str | None = None
         self.crops = crops  # uint8 0/255, tight
-        self._src = [_signed_distance(c > 0) for c in crops]  # warped bilinearly, cell where > 0
+        # per exemplar, made on first use (a large bank loads in a fraction of the time): the signed
+        # distance field that augment warps, and the probe points (see probes_of)
+        self._src: list[np.ndarray | None] = [None] * len(crops)
+        self._probes: list[np.ndarray | None] = [None] * len(crops)
         self.category = np.asarray(category, dtype=np.int64)
         self.exemplar_id = np.asarray(exemplar_id, dtype=np.int64)
         self.heights = np.array([c.shape[0] for c in crops], dtype=np.float64)
@@ -240,7 +243,7 @@ class ShapeBank:
         self.radius = far
         # probe points: PROBES points of each cell's outline, pulled 2 px towards the centroid,
         # relative to the centroid (see augment: they are mapped like the cell, then checked)
-        self.probes = [_probe_points(c, x, y) for c, x, y in zip(crops, self.cx, self.cy)]
+        # (made on first use, in probes_of)
         self.mean_size = float(np.mean((self.heights + self.widths) / 2))
         # Python lists for the per-cell hot path (indexing a list is ~10x cheaper than an array)
         self._cx, self._cy = self.cx.tolist(), self.cy.tolist()
@@ -307,6 +310,8 @@ class ShapeBank:
     def augment(self, k: int, angle: float, scale: float, flip_h: bool, flip_v: bool) -> Cell:
         """Exemplar ``k`` rotated by ``angle`` degrees about its centroid, scaled, flipped."""
         src = self._src[k]
+        if src is None:
+            src = self._src[k] = _signed_distance(self.crops[k] > 0)
         cx, cy = self._cx[k], self._cy[k]
         t = math.radians(angle)
         c, s = math.cos(t) * scale, math.sin(t) * scale
@@ -350,7 +355,10 @@ class ShapeBank:
         really is cell: if any of them is occupied at a candidate place, the cell overlaps there
         (an exact, cheap rejection used before the full shape test).
         """
-        p = self.probes[cell.k]
+        p = self._probes[cell.k]
+        if p is None:
+            k = cell.k
+            p = self._probes[k] = _probe_points(self.crops[k], self.cx[k], self.cy[k])
         a00, a01, a10, a11 = cell.a
         mask = cell.mask
         h, w = mask.shape
