@@ -73,8 +73,8 @@ def tune_search(bank: Any, base: dict[str, Any], real: dict[str, np.ndarray], *,
             trainable,
             param_space=param_space(),
             tune_config=tune.TuneConfig(
-                metric="objective", mode="min", num_samples=trials, max_concurrent_trials=concurrency,
-                search_alg=BasicVariantGenerator(random_state=seed),
+                metric="objective", mode="min", num_samples=trials,
+                search_alg=BasicVariantGenerator(max_concurrent=concurrency, random_state=seed),
             ),
             run_config=tune.RunConfig(name="search", storage_path=str(work), verbose=verbose),
         )

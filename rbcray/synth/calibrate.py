@@ -44,7 +44,7 @@ SPACE: dict[str, tuple[str, float, float]] = {
     "kernel_inside": ("choice", 0, 1),  # 0 'constant', 1 'reverted'
     "kernel_inner": ("float", 0.0, 0.5),
     "contact_prob": ("float", 0.0, 1.0),
-    "contact_overlap": ("float", 0.0, 0.3),
+    "contact_overlap": ("float", 0.0, 0.4),
     "count_scale": ("float", 0.9, 1.4),
     "spread_scale": ("float", 0.5, 1.5),
 }
