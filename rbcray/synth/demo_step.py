@@ -32,6 +32,11 @@ def masks_step(ctx: DemoContext) -> dict[str, Any]:
     d = ctx.stage_dir("masks")
     meta = build_shape_bank(real, d / "shapes.parquet", min_area=20)
     bank = ShapeBank.load(d / "shapes.parquet")
+    from rbcray.synth.shape_stats import exemplar_page
+
+    exemplar_page(bank, d / "bank_exemplars.png")
+    f = meta["filter"]
+    ctx.log(f"shape bank: {f['kept']} clean cells of {f['seen']}; dropped " + ", ".join(f"{k} {v}" for k, v in f["dropped"].items()))
     stats = read_json(stats_path)
     # the paper's Eq. 3 parameters, the same with the paper's density of uniform seeds and a kernel
     # "low" (not zero) inside its disc (docs/masks.md: what brings adhesive masks closer to real
@@ -58,5 +63,6 @@ def masks_step(ctx: DemoContext) -> dict[str, Any]:
         "shapes": f"{d / 'shapes.parquet'} ({meta['n_shapes']} cells)",
         "masks": ", ".join(str(p) for p in outs.values()),
         "figure": str(d / "fig4.png"),
+        "bank exemplars": str(d / "bank_exemplars.png"),
         "mean KS D to real (arrangement)": ks,
     }

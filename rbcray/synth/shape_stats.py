@@ -94,3 +94,26 @@ def shape_ks(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, fl
         x, y = a[k][np.isfinite(a[k])], b[k][np.isfinite(b[k])]
         out[k] = float(ks_2samp(x, y).statistic) if len(x) and len(y) else float("nan")
     return out
+
+
+def exemplar_page(bank, path, n: int = 64, seed: int = 0, tile: int = 64) -> int:
+    """Write a PNG grid of ``n`` random bank exemplars (each centred in a ``tile`` px square, scaled
+    down only when larger), to see what the synthetic cells are made of; returns how many it drew."""
+    from rbcray.io import atomic_write_bytes, encode_png
+
+    k = min(n, len(bank))
+    idx = np.sort(np.random.default_rng(seed).choice(len(bank), k, replace=False))
+    cols = int(np.ceil(np.sqrt(k)))
+    rows = int(np.ceil(k / cols))
+    page = np.full((rows * tile, cols * tile), 255, np.uint8)
+    for j, i in enumerate(idx.tolist()):
+        c = bank.crops[i]
+        f = min(1.0, (tile - 4) / max(c.shape))
+        if f < 1.0:
+            c = cv2.resize(c, (max(1, int(c.shape[1] * f)), max(1, int(c.shape[0] * f))), interpolation=cv2.INTER_AREA)
+        h, w = c.shape
+        y0 = (j // cols) * tile + (tile - h) // 2
+        x0 = (j % cols) * tile + (tile - w) // 2
+        page[y0 : y0 + h, x0 : x0 + w] = np.where(c > 127, 40, 255)
+    atomic_write_bytes(path, encode_png(page))
+    return k
