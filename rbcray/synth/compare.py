@@ -151,7 +151,8 @@ def adhesive_map(ds: Dataset, stem: str) -> np.ndarray | None:
     centres = np.stack([np.asarray(t["cx"])[order], np.asarray(t["cy"])[order]], axis=1) if t["id"] else np.zeros((0, 2))
     if len(centres) < cfg.n_init:
         return None
-    return probability_map(centres, cfg.width, cfg.height, cfg.cell_size, cfg.n_init, cfg.kernel_inner)
+    return probability_map(centres, cfg.width, cfg.height, cfg.cell_size * cfg.kernel_scale, cfg.n_init, cfg.kernel_inner,
+                           reverted=cfg.kernel_inside == "reverted")
 
 
 def figure(res: dict[str, Any], out: str | Path) -> None:
