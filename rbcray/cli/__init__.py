@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     # one module per stage; each adds its subcommands
     "rbcray.cli.data_cmds",
     "rbcray.cli.synth_cmds",
+    "rbcray.cli.calibrate_cmd",
     "rbcray.cli.train_cmds",
     "rbcray.cli.generate_cmds",
     "rbcray.cli.evaluate_cmds",

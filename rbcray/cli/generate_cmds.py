@@ -27,6 +27,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--placement", choices=("adhesive", "uniform"), default="adhesive")
     p.add_argument("--n-init", type=int, help="uniform seeds before adhesive placement (Eq. 3; default 20)")
     p.add_argument("--kernel-inner", type=float, help="kernel value within cell_size of a placed cell (default 0)")
+    p.add_argument("--params", help="calibrated placement (params.json of 'rbcray calibrate'); the flags above win")
     p.add_argument("--shard-size", type=int, help="samples per shard (default: from --shard-bytes)")
     p.add_argument("--shard-bytes", type=int, default=256 * 2**20, help="target shard size in bytes (default 256 MiB)")
     p.add_argument("--mask-actors", type=int, help="CPU mask actors (default: sized from the cluster)")
@@ -54,7 +55,7 @@ def config_from_args(args: argparse.Namespace):
     from rbcray.generate.config import GenerateConfig
 
     keys = ("checkpoint", "shapes", "stats", "out", "num_samples", "seed", "style", "png", "coco", "width", "height",
-            "cells_mean", "cells_std", "cell_size", "placement", "n_init", "kernel_inner", "shard_size", "shard_bytes",
+            "cells_mean", "cells_std", "cell_size", "placement", "n_init", "kernel_inner", "params", "shard_size", "shard_bytes",
             "mask_actors", "gen_actors", "gen_cpus", "batch_size", "address")
     data = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     data["progress"] = not args.no_progress
