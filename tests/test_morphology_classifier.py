@@ -149,3 +149,26 @@ def test_cli_train_eval_and_leak_refusal(tmp_path: Path, capsys) -> None:
     assert main(["morphology", "eval", str(root), "--checkpoint", str(ck2), "--splits", str(sp)]) == 2
     assert "leak" in capsys.readouterr().err
     assert main(["morphology", "eval", str(root), "--checkpoint", str(tmp_path / "nope"), "--splits", str(sp)]) == 2
+
+
+def test_cli_unit_trains_scores_and_draws(tmp_path: Path, capsys) -> None:
+    root = toy_dataset(tmp_path / "toy", 12)
+    sp = save_splits(make_splits(Dataset.open(root).stems, dataset="toy", val=0.25, test=0.25, seed=0), tmp_path / "s.json")
+    ck = tmp_path / "ck"
+    assert main(["morphology", "train", str(root), "--out", str(ck), "--splits", str(sp), "--split", "train", "--epochs", "1", "--batch-size", "16", "--threads", "1"]) == 0
+    out = tmp_path / "unit"
+    args = ["morphology", "unit", str(root), "--classifier", str(ck), "--splits", str(sp), "--out", str(out), "--target", "target", "--iterations", "2", "--dim", "8", "--threads", "1"]
+    assert main(args) == 0
+    assert {p.name for p in out.iterdir()} == {"unit.pt", "unit.json", "figure.png", "scores.json"}
+    meta = json.loads((out / "unit.json").read_text())
+    assert meta["config"]["target"] == 4 and meta["summary"]["iterations"] == 2
+    assert meta["provenance"]["unit"]["stems"] == sorted(json.loads(sp.read_text())["roles"]["train"])
+    rows = meta["summary"]["acceptance"]
+    assert rows[0]["t"] == 0.0 and rows[0]["translated"] == 1.0  # t = 0 keeps everything
+    assert "accept09_translated=" in capsys.readouterr().out
+    from rbcray.train.unit import load_unit
+
+    model, cfg, _ = load_unit(out)
+    assert cfg.model.dim == 8
+    assert main([*args, "--overwrite", "--target", "normal"]) == 2  # normal is the source domain
+    assert "must be a rare class" in capsys.readouterr().err

@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--markdown", help="write the table as Markdown here")
     e.add_argument("--threads", type=int, help="torch CPU threads")
     e.set_defaults(func=cmd_eval)
+    register_unit(msub)
 
 
 def _threads(n: int | None) -> None:
@@ -107,4 +108,105 @@ def cmd_eval(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.markdown, md.encode())
     print(md)
     print(f"macro_auc={res['macro_auc']:.4f} macro_f1={res['macro_f1']:.4f} n_cells={res['n_cells']} n_images={res['n_images']}")
+    return 0
+
+
+def register_unit(msub: argparse._SubParsersAction) -> None:
+    u = msub.add_parser("unit", help="train UNIT normal -> one rare class on train-split cells; score and show translations")
+    u.add_argument("dir", help="annotated dataset folder with morphology labels")
+    u.add_argument("--classifier", required=True, help="morphology classifier checkpoint (scores translations; sets crop window/size)")
+    u.add_argument("--splits", required=True, help="split file: UNIT learns from --split, translations are scored on val")
+    u.add_argument("--split", default="train", help="role to learn from (default train)")
+    u.add_argument("--target", default="target", help="rare class to translate into (name or number; default target)")
+    u.add_argument("--out", required=True, help="folder to write (unit.pt, unit.json, figure.png)")
+    u.add_argument("--minutes", type=float, default=8.0, help="training wall-clock budget (default 8)")
+    u.add_argument("--iterations", type=int, help="stop after this many iterations (default: the time budget decides)")
+    u.add_argument("--dim", type=int, help="UNIT width (default 32)")
+    u.add_argument("--max-eval", type=int, default=1500, help="at most this many val cells per group are scored")
+    u.add_argument("--threads", type=int, help="torch CPU threads")
+    u.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    u.set_defaults(func=cmd_unit)
+
+
+def cmd_unit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from rbcray.config import replace
+    from rbcray.data.cells import extract_cells
+    from rbcray.data.dataset import Dataset
+    from rbcray.data.morphology import CLASSES, class_id
+    from rbcray.data.provenance import check_no_overlap, provenance_record
+    from rbcray.data.splits import load_splits, select
+    from rbcray.io import write_json
+    from rbcray.models.unit.filter import DEFAULT_THRESHOLDS
+    from rbcray.models.unit.networks import UNITConfig
+    from rbcray.train.morphology import load_classifier
+    from rbcray.train.unit import (
+        UNITTrainConfig,
+        acceptance_table,
+        figure,
+        save_unit,
+        score_translations,
+        train_unit,
+        translate_crops,
+    )
+
+    if args.minutes <= 0:
+        raise RbcrayError(f"--minutes {args.minutes}: must be > 0")
+    _threads(args.threads)
+    target = class_id(args.target)
+    model_cfg = replace(UNITConfig(), dim=args.dim)
+    cfg = replace(UNITTrainConfig(model=model_cfg, target=target, max_seconds=args.minutes * 60), iterations=args.iterations)
+    clf, clf_cfg, clf_meta = load_classifier(args.classifier)
+    splits = load_splits(args.splits)
+    check_no_overlap(clf_meta.get("provenance"), splits)
+    ds = Dataset.open(args.dir)
+    win = {"window": clf_cfg.window, "size": clf_cfg.size}
+    train_stems = select(ds.stems, splits, args.split, where=str(args.dir))
+    normal = extract_cells(ds, train_stems, classes=[0], **win)
+    rare = extract_cells(ds, train_stems, classes=[target], **win)
+    name = CLASSES[target]
+    print(f"UNIT normal -> {name}: {len(normal)} normal and {len(rare)} {name} cells of the {args.split} images", file=sys.stderr)
+    model, hist = train_unit(normal, rare, cfg, log=lambda m: print(m, file=sys.stderr))
+    used = sorted({normal.stems[i] for i in normal.image_index.tolist()} | {rare.stems[i] for i in rare.image_index.tolist()})
+    prov = provenance_record(ds.name, used, root=str(Path(args.dir).resolve()), splits=splits, role=args.split)
+    # Scored on val images: neither UNIT nor the classifier has seen them.
+    val_stems = select(ds.stems, splits, "val", where=str(args.dir))
+    rng = np.random.default_rng(0)
+    v_normal = extract_cells(ds, val_stems, classes=[0], **win)
+    v_rare = extract_cells(ds, val_stems, classes=[target], **win)
+    if len(v_normal) == 0 or len(v_rare) == 0:
+        raise RbcrayError(f"{args.dir}: the val images hold {len(v_normal)} normal and {len(v_rare)} {name} cells; need both")
+    pick = np.sort(rng.permutation(len(v_normal))[: args.max_eval])
+    v_normal = v_normal.subset(pick)
+    v_rare = v_rare.subset(np.sort(rng.permutation(len(v_rare))[: args.max_eval]))
+    translated = translate_crops(model, v_normal.crops)
+    scores = score_translations(clf, target, v_normal.crops, translated, v_rare.crops)
+    table = acceptance_table(scores, DEFAULT_THRESHOLDS)
+    summary = {
+        "target": name,
+        "iterations": hist[-1]["iteration"],
+        "train_seconds": hist[-1]["seconds"],
+        "n_train": {"normal": len(normal), name: len(rare)},
+        "n_val_scored": {"normal": len(v_normal), name: len(v_rare)},
+        "mean_p_target": {k: float(v.mean()) for k, v in scores.items()},
+        "acceptance": table,
+        "classifier": str(args.classifier),
+    }
+
+    def extras(folder: Path) -> None:
+        figure(folder / "figure.png", v_normal.crops, translated, v_rare.crops, scores["translated"], name)
+        write_json(folder / "scores.json", summary)
+
+    save_unit(args.out, model, cfg, {"unit": prov, "classifier": clf_meta.get("provenance")}, {"history": hist, "summary": summary}, overwrite=args.overwrite, write_more=extras)
+    print("| t | real normal | translated | real " + name + " |\n| ---: | ---: | ---: | ---: |")
+    for r in table:
+        cells = [f"{r[k]:.3f} [{r[k + '_ci'][0]:.3f}, {r[k + '_ci'][1]:.3f}]" for k in ("real_normal", "translated", "real_target")]
+        print(f"| {r['t']:.2f} | " + " | ".join(cells) + " |")
+    at9 = next(r for r in table if r["t"] == 0.9)
+    print(
+        f"target={name} iterations={summary['iterations']} train_s={summary['train_seconds']:.0f} "
+        f"accept09_translated={at9['translated']:.3f} accept09_real_normal={at9['real_normal']:.3f} accept09_real_target={at9['real_target']:.3f}"
+    )
+    print(args.out)
     return 0
