@@ -134,3 +134,39 @@ def test_unit_config_validation() -> None:
         UNITConfig(n_res=0)
     with pytest.raises(ConfigError, match="unknown config key"):
         create_model("unit", lambda0=3)
+
+
+def disc_patch(r: float, ry: float | None = None, size: int = 40) -> np.ndarray:
+    """A (4, S, S) crop: pale background, a dark ellipse at the centre (mask channel = the ellipse)."""
+    yy, xx = np.mgrid[0:size, 0:size] - size // 2
+    m = (xx / r) ** 2 + (yy / (ry or r)) ** 2 <= 1
+    out = np.full((4, size, size), 230, np.uint8)
+    out[:3, m] = 120
+    out[3] = np.where(m, 255, 0)
+    return out
+
+
+def test_threshold_mask_and_shape_features() -> None:
+    from rbcray.models.unit.masks import shape_features, threshold_mask
+
+    p = disc_patch(8)
+    p[:3, 18:22, 18:22] = 230  # a pale centre (as a target cell's ring) is filled
+    m = threshold_mask(p[:3])
+    assert m[20, 20] and np.array_equal(m, p[3] > 0)
+    f = shape_features(np.stack([disc_patch(8)[3] > 0, disc_patch(10, 5)[3] > 0]))
+    assert f["elongation"][0] == pytest.approx(1.0, abs=0.02) and f["elongation"][1] == pytest.approx(0.5, abs=0.05)
+    assert f["area"][0] == pytest.approx(np.pi * 64, rel=0.1)
+
+
+def test_mask_option_comparison_prefers_the_matching_shape() -> None:
+    from rbcray.models.unit.masks import compare_mask_options
+
+    rng = np.random.default_rng(0)
+    round_cells = np.stack([disc_patch(rng.uniform(7, 9)) for _ in range(40)])
+    long_cells = np.stack([disc_patch(rng.uniform(10, 12), rng.uniform(4, 5)) for _ in range(40)])
+    translated = long_cells.copy()
+    translated[:, 3] = round_cells[:, 3]  # the host masks are round; the translated look is long
+    res = compare_mask_options(round_cells, translated, long_cells)
+    assert res["threshold_of_translated"]["elongation"] < res["host_shape_kept"]["elongation"]
+    assert res["host_shape_kept"]["elongation"] > 0.9
+    assert res["baseline_real_vs_real_halves"]["area"] < 0.5

@@ -139,6 +139,7 @@ def cmd_unit(args: argparse.Namespace) -> int:
     from rbcray.data.splits import load_splits, select
     from rbcray.io import write_json
     from rbcray.models.unit.filter import DEFAULT_THRESHOLDS
+    from rbcray.models.unit.masks import compare_mask_options
     from rbcray.models.unit.networks import UNITConfig
     from rbcray.train.morphology import load_classifier
     from rbcray.train.unit import (
@@ -183,6 +184,7 @@ def cmd_unit(args: argparse.Namespace) -> int:
     translated = translate_crops(model, v_normal.crops)
     scores = score_translations(clf, target, v_normal.crops, translated, v_rare.crops)
     table = acceptance_table(scores, DEFAULT_THRESHOLDS)
+    mask_option = compare_mask_options(v_normal.crops, translated, v_rare.crops)
     summary = {
         "target": name,
         "iterations": hist[-1]["iteration"],
@@ -191,6 +193,7 @@ def cmd_unit(args: argparse.Namespace) -> int:
         "n_val_scored": {"normal": len(v_normal), name: len(v_rare)},
         "mean_p_target": {k: float(v.mean()) for k, v in scores.items()},
         "acceptance": table,
+        "mask_option": mask_option,
         "classifier": str(args.classifier),
     }
 
@@ -203,6 +206,8 @@ def cmd_unit(args: argparse.Namespace) -> int:
     for r in table:
         cells = [f"{r[k]:.3f} [{r[k + '_ci'][0]:.3f}, {r[k + '_ci'][1]:.3f}]" for k in ("real_normal", "translated", "real_target")]
         print(f"| {r['t']:.2f} | " + " | ".join(cells) + " |")
+    for k, v in mask_option.items():
+        print(f"mask shapes vs real {name} (derived masks), KS distance: {k}: area {v['area']:.3f}, elongation {v['elongation']:.3f}")
     at9 = next(r for r in table if r["t"] == 0.9)
     print(
         f"target={name} iterations={summary['iterations']} train_s={summary['train_seconds']:.0f} "
@@ -210,3 +215,4 @@ def cmd_unit(args: argparse.Namespace) -> int:
     )
     print(args.out)
     return 0
+
