@@ -2,7 +2,7 @@
 
 Input: (N, 4, S, S) floats — RGB in [-1, 1] and the centred cell's mask in {-1, 1}
 (:mod:`rbcray.data.cells`); output: (N, num_classes) logits over the 13 Chula classes
-(:data:`rbcray.data.morphology.CLASSES`). Four conv blocks (conv-BN-ReLU, halving), global average
+(:data:`rbcray.data.morphology.CLASSES`). Three conv blocks (2 x conv-BN-ReLU, then halving), global average
 pooling and a linear head: small enough to train on a CPU in minutes, trained from scratch (no
 pretrained weights). It is the classifier of Gupta et al.'s pseudo-label filter: a translated cell
 is kept when this model gives its target class p >= t (:mod:`rbcray.models.unit.filter`).
@@ -27,8 +27,8 @@ class MorphologyNetConfig:
     in_channels: int = 4
     num_classes: int = 13
     #: channels of the first block; each later block doubles it
-    width: int = 24
-    blocks: int = 4
+    width: int = 16
+    blocks: int = 3
     dropout: float = 0.2
 
     def __post_init__(self) -> None:

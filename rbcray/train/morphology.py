@@ -41,8 +41,8 @@ class MorphologyTrainConfig:
     model: MorphologyNetConfig = field(default_factory=MorphologyNetConfig)
     #: crop window in source pixels and the crop's side after resizing (see rbcray.data.cells)
     window: int = 80
-    size: int = 40
-    epochs: int = 8
+    size: int = 32
+    epochs: int = 10
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 1e-4

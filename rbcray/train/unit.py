@@ -41,7 +41,7 @@ class UNITTrainConfig:
     model: UNITConfig = field(default_factory=UNITConfig)
     #: morphology class to translate normal cells into (rbcray.data.morphology.CLASSES index)
     target: int = 4
-    batch_size: int = 16
+    batch_size: int = 8
     #: stop after this many iterations or this many seconds, whichever comes first
     iterations: int = 20000
     max_seconds: float = 480.0

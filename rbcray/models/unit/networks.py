@@ -32,11 +32,11 @@ class UNITConfig:
 
     channels: int = 3
     #: width of the first encoder conv; doubles at each downsampling
-    dim: int = 32
+    dim: int = 16
     n_down: int = 2
     #: residual blocks per encoder / decoder, the last (first) of which is shared
     n_res: int = 2
-    dis_dim: int = 32
+    dis_dim: int = 16
     dis_layers: int = 3
     gan_w: float = 10.0  # lambda0
     kl_w: float = 0.1  # lambda1
