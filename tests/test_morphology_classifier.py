@@ -159,13 +159,14 @@ def test_cli_unit_trains_scores_and_draws(tmp_path: Path, capsys) -> None:
     out = tmp_path / "unit"
     args = ["morphology", "unit", str(root), "--classifier", str(ck), "--splits", str(sp), "--out", str(out), "--target", "target", "--iterations", "2", "--dim", "8", "--threads", "1"]
     assert main(args) == 0
-    assert {p.name for p in out.iterdir()} == {"unit.pt", "unit.json", "figure.png", "scores.json"}
+    assert {p.name for p in out.iterdir()} == {"unit.pt", "unit.json", "figure.png", "smear.png", "scores.json"}
     meta = json.loads((out / "unit.json").read_text())
     assert meta["config"]["target"] == 4 and meta["summary"]["iterations"] == 2
     assert meta["provenance"]["unit"]["stems"] == sorted(json.loads(sp.read_text())["roles"]["train"])
     rows = meta["summary"]["acceptance"]
     assert rows[0]["t"] == 0.0 and rows[0]["translated"] == 1.0  # t = 0 keeps everything
     assert "accept09_translated=" in capsys.readouterr().out
+    assert meta["summary"]["example_smear"]["cells"] > 0
     from rbcray.train.unit import load_unit
 
     model, cfg, _ = load_unit(out)

@@ -170,3 +170,29 @@ def test_mask_option_comparison_prefers_the_matching_shape() -> None:
     assert res["threshold_of_translated"]["elongation"] < res["host_shape_kept"]["elongation"]
     assert res["host_shape_kept"]["elongation"] > 0.9
     assert res["baseline_real_vs_real_halves"]["area"] < 0.5
+
+
+def test_translate_smear_blends_only_accepted_cells() -> None:
+    from rbcray.models.morphology import MorphologyNet, MorphologyNetConfig
+    from rbcray.models.unit.apply import translate_smear
+
+    torch.manual_seed(0)
+    unit = UNIT(UNITConfig(dim=8, n_down=2, n_res=2, dis_dim=8, dis_layers=2)).eval()
+    clf = MorphologyNet(MorphologyNetConfig(width=4, blocks=2)).eval()
+    img = np.full((120, 160, 3), 220, np.uint8)
+    inst = np.zeros((120, 160), np.uint16)
+    yy, xx = np.mgrid[0:120, 0:160]
+    for k, (cx, cy) in enumerate([(40, 40), (120, 80)], start=1):
+        m = (xx - cx) ** 2 + (yy - cy) ** 2 < 12**2
+        inst[m] = k
+        img[m] = (190, 110, 120)
+    all_in = translate_smear(unit, clf, img, inst, [1, 2], target=4, t=0.0, window=40, size=24)
+    assert all_in.accepted.all() and all_in.image.shape == img.shape
+    assert not np.array_equal(all_in.image[25:55, 25:55], img[25:55, 25:55])
+    assert np.array_equal(all_in.image[:, 62:98], img[:, 62:98])  # between the windows: untouched
+    only_one = translate_smear(unit, clf, img, inst, [1], target=4, t=0.0, window=40, size=24)
+    assert np.array_equal(only_one.image[:, 80:], img[:, 80:])  # the cell not chosen is untouched
+    t = float(all_in.p_target.max()) + 1e-6
+    assert t < 1.0  # an untrained classifier is far from certain
+    none = translate_smear(unit, clf, img, inst, [1, 2], target=4, t=t, window=40, size=24)
+    assert not none.accepted.any() and np.array_equal(none.image, img)

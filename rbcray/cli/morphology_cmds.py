@@ -122,6 +122,7 @@ def register_unit(msub: argparse._SubParsersAction) -> None:
     u.add_argument("--minutes", type=float, default=8.0, help="training wall-clock budget (default 8)")
     u.add_argument("--iterations", type=int, help="stop after this many iterations (default: the time budget decides)")
     u.add_argument("--dim", type=int, help="UNIT width (default 16)")
+    u.add_argument("--threshold", type=float, default=0.9, help="pseudo-label threshold t for the blended example smear (default 0.9)")
     u.add_argument("--max-eval", type=int, default=1500, help="at most this many val cells per group are scored")
     u.add_argument("--threads", type=int, help="torch CPU threads")
     u.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -137,7 +138,8 @@ def cmd_unit(args: argparse.Namespace) -> int:
     from rbcray.data.morphology import CLASSES, class_id
     from rbcray.data.provenance import check_no_overlap, provenance_record
     from rbcray.data.splits import load_splits, select
-    from rbcray.io import write_json
+    from rbcray.io import write_json, write_png
+    from rbcray.models.unit.apply import translate_smear
     from rbcray.models.unit.filter import DEFAULT_THRESHOLDS
     from rbcray.models.unit.masks import compare_mask_options
     from rbcray.models.unit.networks import UNITConfig
@@ -197,8 +199,17 @@ def cmd_unit(args: argparse.Namespace) -> int:
         "classifier": str(args.classifier),
     }
 
+    # One val smear with its normal cells translated, filtered at t and blended in (before | after).
+    counts = np.bincount(v_normal.image_index, minlength=len(v_normal.stems))
+    host_stem = v_normal.stems[int(counts.argmax())]
+    host_ids = v_normal.cell_id[v_normal.image_index == counts.argmax()]
+    host_img = ds.load_image(host_stem)
+    smear = translate_smear(model, clf, host_img, ds.load_instances(host_stem), host_ids, target, args.threshold, clf_cfg.window, clf_cfg.size)
+    summary["example_smear"] = {"stem": host_stem, "t": args.threshold, "cells": int(len(smear.cell_ids)), "accepted": int(smear.accepted.sum())}
+
     def extras(folder: Path) -> None:
         figure(folder / "figure.png", v_normal.crops, translated, v_rare.crops, scores["translated"], name)
+        write_png(folder / "smear.png", np.concatenate([host_img, np.full((host_img.shape[0], 8, 3), 255, np.uint8), smear.image], axis=1))
         write_json(folder / "scores.json", summary)
 
     save_unit(args.out, model, cfg, {"unit": prov, "classifier": clf_meta.get("provenance")}, {"history": hist, "summary": summary}, overwrite=args.overwrite, write_more=extras)
