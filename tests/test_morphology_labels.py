@@ -151,3 +151,18 @@ def test_annotate_carries_chula_points(chula_root: Path, tmp_path: Path) -> None
         labelled = sum(v != M.UNLABELLED for v in per[rec["stem"]].values())
         assert labelled == rep["used"] > 0.8 * len(pts)
         assert sum(rec["morphology_counts"].values()) == sum(1 for c in ds.load_categories(rec["stem"]).values() if c == 1)
+
+
+def test_shape_bank_rows_join_to_their_class(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from rbcray.synth.shapes import build_shape_bank
+
+    root = write_labelled(tmp_path / "ds")
+    build_shape_bank(root, tmp_path / "bank.parquet", min_solidity=0)
+    t = pq.read_table(tmp_path / "bank.parquet", columns=["stem", "instance_id"]).to_pydict()
+    cls = M.exemplar_morphology(root, t["stem"], t["instance_id"])
+    got = {(s, int(i)): int(c) for s, i, c in zip(t["stem"], t["instance_id"], cls)}
+    assert got[("a", 1)] == 4 and got[("b", 2)] == 9 and got[("a", 4)] == -1 and got[("c", 1)] == -1
+    with pytest.raises(DataError, match="2 stems but 1"):
+        M.exemplar_morphology(root, ["a", "b"], [1])

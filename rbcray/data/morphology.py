@@ -175,6 +175,16 @@ def dataset_counts(root: str | Path, stems: list[str] | None = None) -> dict[str
     return total
 
 
+def exemplar_morphology(root: str | Path, stems: list[str], instance_ids: list[int]) -> np.ndarray:
+    """Morphology of cells named by (stem, instance_id) — e.g. the rows of a shape bank, whose
+    ``stem`` and ``instance_id`` columns join to the dataset folder ``root`` it was cut from.
+    -1 where the cell is unlabelled or not an RBC."""
+    if len(stems) != len(instance_ids):
+        raise DataError(f"exemplar_morphology: {len(stems)} stems but {len(instance_ids)} instance ids")
+    per = load_dataset_morphology(root)
+    return np.array([per.get(s, {}).get(int(i), UNLABELLED) for s, i in zip(stems, instance_ids)], dtype=np.int16)
+
+
 # ----------------------------------------------------------------------------- COCO subcategories
 def coco_with_subcategories(doc: dict[str, Any]) -> dict[str, Any]:
     """A copy of a COCO document with one category per RBC subclass (for generic COCO tools).
