@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rbcray.cli.generate_cmds",
     "rbcray.cli.evaluate_cmds",
     "rbcray.cli.demo_cmd",
+    "rbcray.cli.morphology_cmds",  # issue 14: red-cell morphology classifier
 )
 
 

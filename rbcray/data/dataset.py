@@ -119,9 +119,12 @@ class DatasetWriter:
         categories: dict[int, int] | None = None,
         colors: np.ndarray | None = None,
         extra: dict[str, Any] | None = None,
+        morphology: dict[int, int] | None = None,
     ) -> dict[str, Any]:
         """Add one sample. ``image`` (RGB array) or ``image_bytes`` (already encoded, e.g. the
-        original JPEG) are optional; ``colors`` (palette index per cell id) is computed if absent."""
+        original JPEG) are optional; ``colors`` (palette index per cell id) is computed if absent.
+        ``morphology`` (red-cell class per RBC id, :mod:`rbcray.data.morphology`) goes into the
+        COCO annotations and the record's ``morphology_counts``."""
         if self.root is None:
             raise RuntimeError("DatasetWriter.add() outside its 'with' block")
         if not _STEM_RE.match(stem):
@@ -148,9 +151,13 @@ class DatasetWriter:
         rec["instances"] = f"instances/{stem}.png"
         rec["mask"] = f"masks/{stem}.png"
         image_id = len(self._coco_images) + 1
-        anns = instances_to_coco(instances, image_id, len(self._coco_anns) + 1, categories)
+        anns = instances_to_coco(instances, image_id, len(self._coco_anns) + 1, categories, morphology)
         rec["n_cells"] = len(anns)
         rec["n_border"] = sum(a["border"] for a in anns)
+        if morphology is not None:
+            from rbcray.data.morphology import counts_by_name
+
+            rec["morphology_counts"] = counts_by_name(morphology)
         if extra:
             rec.update(extra)
         self._coco_images.append(

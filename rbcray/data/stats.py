@@ -28,6 +28,7 @@ from scipy.spatial import cKDTree
 
 from rbcray.data.dataset import Dataset
 from rbcray.data.formats import adjacency_pairs
+from rbcray.data.morphology import dataset_counts
 
 RBC = 1
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -202,6 +203,8 @@ def dataset_stats(ds: Dataset, with_color: bool = True, provenance: dict[str, An
             "height": int(ch),
         },
         "provenance": provenance,
+        # Red-cell morphology classes (issue 14), None for datasets without point labels.
+        "morphology": dataset_counts(ds.root, ds.stems),
     }
 
 
@@ -252,4 +255,9 @@ def to_markdown(st: dict[str, Any]) -> str:
         f"- cell size: {syn['cell_size']:.1f} +- {syn['cell_size_std']:.1f} px",
         "",
     ]
+    morph = st.get("morphology")
+    if morph:
+        # Classes rest on derived instance masks (a point labels the outline it falls in).
+        lines += ["## Red-cell morphology (point labels on derived instances)", "", "| class | cells |", "| --- | ---: |"]
+        lines += [f"| {name} | {n} |" for name, n in morph.items()] + [""]
     return "\n".join(lines)

@@ -18,6 +18,8 @@ MODEL_MODULES: tuple[str, ...] = (
     "rbcray.models.fcn",  # fcn8s
     "rbcray.models.dcan",  # dcan
     "rbcray.models.detection",  # faster_rcnn
+    "rbcray.models.morphology",  # morphology_cnn (issue 14)
+    "rbcray.models.unit.networks",  # unit (issue 14)
 )
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
