@@ -101,6 +101,9 @@ def test_image_bootstrap_intervals_contain_the_point() -> None:
         assert r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1] and r["auc"] > 0.7
         assert r["auc_ci"][1] - r["auc_ci"][0] > 0.01
     assert res["classes"][5]["n_test"] == 0 and "n/a" in to_markdown(res)
+    assert "†" not in to_markdown(res)
+    few = image_bootstrap(probs[:50], labels[:50], np.arange(50), n_boot=20)
+    assert "† fewer than 20 test cells" in to_markdown(few)
     assert res["n_images"] == 40 and res["n_cells"] == 400
 
 

@@ -113,6 +113,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def register_unit(msub: argparse._SubParsersAction) -> None:
     u = msub.add_parser("unit", help="train UNIT normal -> one rare class on train-split cells; score and show translations")
+    # outputs: unit.pt, unit.json (config, provenance, summary), scores.json, figure.png (real normal /
+    # translated / real class-c cells of val images), smear.png (one val smear: host | all its
+    # normal cells translated and blended | only those with p(c) >= --threshold)
     u.add_argument("dir", help="annotated dataset folder with morphology labels")
     u.add_argument("--classifier", required=True, help="morphology classifier checkpoint (scores translations; sets crop window/size)")
     u.add_argument("--splits", required=True, help="split file: UNIT learns from --split, translations are scored on val")
@@ -122,6 +125,7 @@ def register_unit(msub: argparse._SubParsersAction) -> None:
     u.add_argument("--minutes", type=float, default=8.0, help="training wall-clock budget (default 8)")
     u.add_argument("--iterations", type=int, help="stop after this many iterations (default: the time budget decides)")
     u.add_argument("--dim", type=int, help="UNIT width (default 16)")
+    u.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4, Gupta et al.'s)")
     u.add_argument("--threshold", type=float, default=0.9, help="pseudo-label threshold t for the blended example smear (default 0.9)")
     u.add_argument("--max-eval", type=int, default=1500, help="at most this many val cells per group are scored")
     u.add_argument("--threads", type=int, help="torch CPU threads")
@@ -158,7 +162,7 @@ def cmd_unit(args: argparse.Namespace) -> int:
         raise RbcrayError(f"--minutes {args.minutes}: must be > 0")
     _threads(args.threads)
     target = class_id(args.target)
-    model_cfg = replace(UNITConfig(), dim=args.dim)
+    model_cfg = replace(UNITConfig(), dim=args.dim, lr=args.lr)
     cfg = replace(UNITTrainConfig(model=model_cfg, target=target, max_seconds=args.minutes * 60), iterations=args.iterations)
     clf, clf_cfg, clf_meta = load_classifier(args.classifier)
     splits = load_splits(args.splits)
@@ -204,12 +208,16 @@ def cmd_unit(args: argparse.Namespace) -> int:
     host_stem = v_normal.stems[int(counts.argmax())]
     host_ids = v_normal.cell_id[v_normal.image_index == counts.argmax()]
     host_img = ds.load_image(host_stem)
-    smear = translate_smear(model, clf, host_img, ds.load_instances(host_stem), host_ids, target, args.threshold, clf_cfg.window, clf_cfg.size)
+    host_inst = ds.load_instances(host_stem)
+    smear = translate_smear(model, clf, host_img, host_inst, host_ids, target, args.threshold, clf_cfg.window, clf_cfg.size)
+    unfiltered = translate_smear(model, clf, host_img, host_inst, host_ids, target, 0.0, clf_cfg.window, clf_cfg.size)
     summary["example_smear"] = {"stem": host_stem, "t": args.threshold, "cells": int(len(smear.cell_ids)), "accepted": int(smear.accepted.sum())}
+    gap = np.full((host_img.shape[0], 8, 3), 255, np.uint8)
 
     def extras(folder: Path) -> None:
         figure(folder / "figure.png", v_normal.crops, translated, v_rare.crops, scores["translated"], name)
-        write_png(folder / "smear.png", np.concatenate([host_img, np.full((host_img.shape[0], 8, 3), 255, np.uint8), smear.image], axis=1))
+        # host | every chosen cell translated and blended (t = 0) | only those the filter keeps (t)
+        write_png(folder / "smear.png", np.concatenate([host_img, gap, unfiltered.image, gap, smear.image], axis=1))
         write_json(folder / "scores.json", summary)
 
     save_unit(args.out, model, cfg, {"unit": prov, "classifier": clf_meta.get("provenance")}, {"history": hist, "summary": summary}, overwrite=args.overwrite, write_more=extras)

@@ -20,6 +20,9 @@ from scipy.stats import rankdata
 
 from rbcray.data.morphology import CLASSES
 
+#: Classes with fewer test cells than this are marked in the table.
+FEW = 20
+
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve of ``scores`` for the boolean ``positive`` (NaN without both kinds)."""
@@ -120,7 +123,13 @@ def to_markdown(res: dict[str, Any]) -> str:
         "| class | test cells | AUC [95% CI] | F1 [95% CI] | F1 of chance (prevalence) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
+    few = False
     for r in res["classes"]:
-        lines.append(f"| {r['class']} | {r['n_test']} | {ci(r['auc'], r['auc_ci'])} | {ci(r['f1'], r['f1_ci'])} | {r['f1_chance']:.3f} |")
+        mark = ""
+        if 0 < r["n_test"] < FEW:
+            mark, few = " †", True
+        lines.append(f"| {r['class']}{mark} | {r['n_test']} | {ci(r['auc'], r['auc_ci'])} | {ci(r['f1'], r['f1_ci'])} | {r['f1_chance']:.3f} |")
     lines.append(f"| **macro** | {res['n_cells']} | {ci(res['macro_auc'], res['macro_auc_ci'])} | {ci(res['macro_f1'], res['macro_f1_ci'])} | |")
+    if few:
+        lines += ["", f"† fewer than {FEW} test cells: the figure and its interval say little."]
     return "\n".join(lines) + "\n"
