@@ -303,6 +303,15 @@ class ShapeBank:
         bank.sha256 = hashlib.sha256(data).hexdigest()
         return bank
 
+    def prepare(self) -> None:
+        """Make every exemplar's distance field and probe points now (they are otherwise made on
+        first use; a long run amortises them, a timing should not include them)."""
+        for k in range(len(self.crops)):
+            if self._src[k] is None:
+                self._src[k] = _signed_distance(self.crops[k] > 0)
+            if self._probes[k] is None:
+                self._probes[k] = _probe_points(self.crops[k], self.cx[k], self.cy[k])
+
     def max_radius(self, scale: float) -> int:
         """An integer bound on how far any augmented cell extends from its centroid."""
         return int(math.ceil(float(self.radius.max()) * scale)) + 2
