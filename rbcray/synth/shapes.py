@@ -439,8 +439,8 @@ def _signed_distance(m: np.ndarray) -> np.ndarray:
     > 0 inside), smoothed by a Gaussian of 1 px so that the outline's pixel staircase does not
     survive rotation."""
     p = np.pad(m.astype(np.uint8), 2)
-    d_in = cv2.distanceTransform(p, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    d_out = cv2.distanceTransform(1 - p, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    d_in = cv2.distanceTransform(p, cv2.DIST_L2, cv2.DIST_MASK_5)
+    d_out = cv2.distanceTransform(1 - p, cv2.DIST_L2, cv2.DIST_MASK_5)
     sd = cv2.GaussianBlur(np.where(p > 0, d_in - 0.5, 0.5 - d_out).astype(np.float32), (0, 0), 1.0)
     return np.ascontiguousarray(sd[2:-2, 2:-2])
 
