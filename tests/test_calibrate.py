@@ -12,7 +12,15 @@ from synth_data import make_dataset
 from rbcray.cli import main
 from rbcray.data.splits import make_splits, save_splits
 from rbcray.errors import ConfigError
-from rbcray.synth.calibrate import STATS, arrangement, config_for, ks_distances, load_params, sample_params, score
+from rbcray.synth.calibrate import (
+    STATS,
+    arrangement,
+    config_for,
+    ks_distances,
+    load_params,
+    sample_params,
+    score,
+)
 from rbcray.synth.config import SynthConfig
 from rbcray.synth.shapes import ShapeBank, build_shape_bank
 

@@ -94,7 +94,7 @@ def test_contact_cells_touch_more_and_stay_disjoint_and_properly_coloured(bank, 
 
 def test_reverted_kernel_and_kernel_scale_change_placement(bank) -> None:
     base = dict(width=320, height=240, cells_mean=40, cell_size=20, n_init=5)
-    a = synthesize(bank, SynthConfig(**base), 1, 0)
+    a = synthesize(bank, SynthConfig(**base, kernel_inside="constant"), 1, 0)
     b = synthesize(bank, SynthConfig(**base, kernel_inside="reverted"), 1, 0)
     c = synthesize(bank, SynthConfig(**base, kernel_scale=2.0), 1, 0)
     for s in (b, c):

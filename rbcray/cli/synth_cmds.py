@@ -43,7 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--placement", choices=("adhesive", "uniform"), help="Eq. 3 or uniform (default adhesive)")
     p.add_argument("--colors", type=int, metavar="K", help="palette colours (default 8)")
     p.add_argument("--n-init", type=int, metavar="N", help="uniform centres before Eq. 3 takes over (default 20)")
-    p.add_argument("--kernel-inner", type=float, metavar="V", help="Eq. 3 kernel value within cell_size of its centre (default 0)")
+    p.add_argument("--kernel-inside", choices=("reverted", "constant"),
+                   help="Eq. 3 kernel within cell_size of its centre: 1 - G ('reverted', default) or --kernel-inner ('constant')")
+    p.add_argument("--kernel-inner", type=float, metavar="V", help="with --kernel-inside constant: the kernel's value there (default 0)")
+    p.add_argument("--contact-prob", type=float, metavar="P", help="share of cells that may press against others (default 0)")
+    p.add_argument("--contact-overlap", type=float, metavar="F", help="how deep: overlap at most this fraction of a cell's area (default 0)")
     p.add_argument("--max-tries", type=int, metavar="T", help="placement tries per cell (default 1000)")
     p.add_argument("--config", metavar="FILE", help="JSON/YAML with any SynthConfig fields (flags override it)")
     p.add_argument("--params", metavar="params.json", help="calibrated placement from 'rbcray calibrate' (--config and flags override it)")
@@ -112,7 +116,10 @@ def cmd_masks(args: argparse.Namespace) -> int:
     given.update(_config_file_keys(args.config) if args.config else {})
     flags = {"width": args.width, "height": args.height, "cells_mean": args.cells_mean, "cells_std": args.cells_std,
              "cell_size": args.cell_size, "placement": args.placement, "colors": args.colors, "n_init": args.n_init,
-             "kernel_inner": args.kernel_inner, "max_tries": args.max_tries}
+             "kernel_inside": args.kernel_inside, "kernel_inner": args.kernel_inner, "max_tries": args.max_tries,
+             "contact_prob": args.contact_prob, "contact_overlap": args.contact_overlap}
+    if args.kernel_inner is not None and args.kernel_inside is None:
+        flags["kernel_inside"] = "constant"  # a value inside the disc is the constant reading
     given.update({k: v for k, v in flags.items() if v is not None})  # flags override the file
     stats = read_json(args.stats) if args.stats else None
     cfg = resolve_config(stats, where=str(args.stats), **given)

@@ -89,6 +89,8 @@ class GenerateConfig:
 
             out.update(load_params(self.params))
         out.update({k: getattr(self, k) for k in keys if getattr(self, k) is not None})
+        if self.kernel_inner is not None:
+            out["kernel_inside"] = "constant"  # a value inside the kernel's disc is the constant reading
         out["placement"] = self.placement
         return out
 

@@ -98,7 +98,7 @@ def config_for(base: SynthConfig, params: dict[str, Any]) -> SynthConfig:
         n_init=int(params["n_init"]),
         kernel_scale=float(params["kernel_scale"]),
         kernel_inside=INSIDE[int(params["kernel_inside"])],
-        kernel_inner=float(params["kernel_inner"]),
+        kernel_inner=float(params["kernel_inner"]) if INSIDE[int(params["kernel_inside"])] == "constant" else 0.0,
         contact_prob=float(params["contact_prob"]),
         contact_overlap=float(params["contact_overlap"]),
         cells_mean=float(base.cells_mean * params["count_scale"]),

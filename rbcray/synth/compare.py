@@ -63,8 +63,8 @@ def _label(ds: Dataset) -> str:
     label = str(synth["placement"])
     if label == "adhesive":
         extra = [f"n_init {synth['n_init']}"] if synth.get("n_init", 20) != 20 else []
-        extra += ["1 - G inside"] if synth.get("kernel_inside") == "reverted" else []
-        extra += [f"inner {synth['kernel_inner']:g}"] if synth.get("kernel_inner", 0.0) and synth.get("kernel_inside") != "reverted" else []
+        # the default reading (1 - G inside the kernel's disc) goes unnamed; the constant one is named
+        extra += [f"inner {synth.get('kernel_inner', 0.0):g}"] if synth.get("kernel_inside", "constant") == "constant" else []
         extra += [f"width x{synth['kernel_scale']:.2g}"] if synth.get("kernel_scale", 1.0) != 1.0 else []
         extra += [f"contact {synth['contact_prob']:.2f}/{synth['contact_overlap']:.2f}"] if synth.get("contact_prob") and synth.get("contact_overlap") else []
         label += f" ({', '.join(extra)})" if extra else ""

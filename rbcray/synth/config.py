@@ -55,7 +55,7 @@ class SynthConfig:
     n_init: int = 20
     #: Eq. 3's kernel within cell_size of its centre ("reverted"): 'reverted' = 1 - G (the plain
     #: reading, continuous at the disc's edge) or 'constant' = the value ``kernel_inner``
-    kernel_inside: Literal["reverted", "constant"] = "constant"
+    kernel_inside: Literal["reverted", "constant"] = "reverted"
     #: with kernel_inside 'constant': the kernel's value there, relative to the Gaussian's peak
     #: ("set low so occupied places are avoided"); 0 = never there
     kernel_inner: float = 0.0
@@ -103,6 +103,8 @@ class SynthConfig:
         check(self.n_init >= 1, f"n_init = {self.n_init} must be >= 1")
         check(self.kernel_inside in ("reverted", "constant"), f"kernel_inside = {self.kernel_inside!r} must be 'reverted' or 'constant'")
         check(0.0 <= self.kernel_inner <= 0.5, f"kernel_inner = {self.kernel_inner} must be in [0, 0.5] (the kernel is 0.5 at cell_size)")
+        check(self.kernel_inner == 0.0 or self.kernel_inside == "constant",
+              f"kernel_inner = {self.kernel_inner} applies to kernel_inside 'constant' (the kernel is 1 - G inside its disc otherwise)")
         check(0.25 <= self.kernel_scale <= 4.0, f"kernel_scale = {self.kernel_scale} must be in [0.25, 4]")
         check(0.0 <= self.contact_prob <= 1.0, f"contact_prob = {self.contact_prob} must be a probability in [0, 1]")
         check(0.0 <= self.contact_overlap <= 0.5, f"contact_overlap = {self.contact_overlap} must be in [0, 0.5] (a fraction of a cell's area)")

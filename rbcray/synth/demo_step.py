@@ -84,7 +84,7 @@ def masks_step(ctx: DemoContext) -> dict[str, Any]:
     base = resolve_config(stats, where=str(stats_path))
     variants = {
         "adhesive": {"placement": "adhesive"},
-        "adhesive_seeded": {"placement": "adhesive", "n_init": area_scaled_n_init(base.width, base.height), "kernel_inner": 0.25},
+        "adhesive_seeded": {"placement": "adhesive", "n_init": area_scaled_n_init(base.width, base.height), "kernel_inside": "constant", "kernel_inner": 0.25},
         "uniform": {"placement": "uniform"},
     }
     outs = {}
