@@ -1,0 +1,309 @@
+"""The bad-input corpus: every command, given what users really give it, fails in one clear line.
+
+Each case runs the CLI in this process (``rbcray.cli.main``) and checks the contract of
+:mod:`rbcray.errors`: exit status 2, exactly one line on stderr reading ``rbcray CMD: error: ...``
+that names the offending file or value, no traceback, and nothing left behind that looks like a
+finished output (the ``absent`` paths). A few cases run ``python -m rbcray`` in a subprocess to
+check the same from the outside (argument errors, non-UTF-8 paths). The table is mirrored in
+docs/bad-inputs.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rbcray.cli import main
+from rbcray.io import encode_png, read_json, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- the inputs
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with one tiny (truncated) data chunk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _smear(seed: int = 0, w: int = 96, h: int = 72) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), (225, 200, 210), np.uint8)
+    for _ in range(12):
+        cv2.circle(img, (int(rng.integers(0, w)), int(rng.integers(0, h))), 7, (200, 120, 140), -1)
+    return img
+
+
+@dataclass
+class World:
+    """Paths of the good and bad inputs every case draws from (built once per module)."""
+
+    root: Path
+    p: dict[str, Path] = field(default_factory=dict)
+
+    def __getitem__(self, k: str) -> str:
+        return str(self.p[k])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, inputs) -> World:
+    from synth_data import make_dataset
+
+    root = tmp_path_factory.mktemp("bad inputs")  # a space in every path
+    w = World(root)
+    p = w.p
+    p["ds"] = make_dataset(root / "ds", n_images=2)
+    p["stats"] = Path(inputs["stats"])
+    p["shapes"] = Path(inputs["shapes"])
+    p["model"] = Path(inputs["checkpoint"])
+
+    def folder_with(name: str, data: bytes, fname: str = "a.png") -> None:
+        d = root / name
+        d.mkdir()
+        (d / fname).write_bytes(data)
+        p[name] = d
+        p[name + "/file"] = d / fname
+
+    good = encode_png(_smear())
+    folder_with("empty-img", b"")
+    folder_with("truncated-img", good[: len(good) // 2])
+    folder_with("text-img", b"hello, I am not an image\n")
+    folder_with("bomb-img", _png_header_only(30000, 30000))
+
+    # stats with bad values
+    st = read_json(p["stats"])
+    for name, path_in, val in (("stats-nan", ("synthesis", "cell_size"), float("nan")),
+                               ("stats-neg", ("synthesis", "cells_mean"), -5.0)):
+        bad = json.loads(json.dumps(st))
+        bad[path_in[0]][path_in[1]] = val
+        p[name] = root / f"{name}.json"
+        p[name].write_text(json.dumps(bad))  # json writes NaN as NaN (what a buggy tool leaves)
+
+    # shape banks that are not
+    p["shapes-corrupt"] = root / "corrupt.parquet"
+    p["shapes-corrupt"].write_bytes(b"PAR1" + os.urandom(200))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p["shapes-schema"] = root / "schema.parquet"
+    pq.write_table(pa.table({"x": [1, 2, 3]}), p["shapes-schema"])
+
+    # configs
+    for name, text in (("bad.yaml", "width: [1, 2\n"), ("unknown.yaml", "widht: 64\n"), ("type.yaml", "width: wide\n"),
+                       ("bad.json", '{"stage1_epochs": 1,'), ("unknown.json", '{"stage1_epochs": 1, "epochz": 3}'),
+                       ("type.json", '{"stage1_epochs": "one"}'), ("sweep-bad.yaml", "models: [fcn\n"),
+                       ("sweep-unknown.yaml", "modles: [fcn]\n"), ("latin1.yaml", None)):
+        p[name] = root / name
+        if text is None:
+            p[name].write_bytes("width: 64 # größe\n".encode("latin-1"))
+        else:
+            p[name].write_text(text)
+
+    # masks for 'rbcray styles'
+    from synth_data import ellipse_instances
+
+    p["mask-good"] = root / "mask-good.png"
+    p["mask-good"].write_bytes(encode_png(ellipse_instances(np.random.default_rng(0), 64, 64, 4)))
+    pal = np.zeros((40, 40, 3), np.uint8)
+    pal[10:20, 10:20] = (1, 2, 3)  # not a palette colour
+    p["mask-unknown-colour"] = root / "mask-unknown-colour.png"
+    p["mask-unknown-colour"].write_bytes(encode_png(pal))
+    from rbcray.data.formats import PALETTE
+
+    yy, xx = np.mgrid[0:300, 0:300]
+    many = PALETTE[(xx % 3) + 3 * (yy % 2)].astype(np.uint8)  # 90000 one-pixel cells
+    p["mask-too-many"] = root / "mask-too-many.png"
+    p["mask-too-many"].write_bytes(encode_png(many))
+
+    # checkpoints
+    import shutil
+
+    model_dir = p["model"] / "model"
+    p["ckpt-truncated"] = root / "ckpt-truncated"
+    shutil.copytree(p["model"], p["ckpt-truncated"])
+    g = p["ckpt-truncated"] / "model" / "generator.pt"
+    g.write_bytes(g.read_bytes()[:1000])
+    p["ckpt-arch"] = root / "ckpt-arch"
+    shutil.copytree(p["model"], p["ckpt-arch"])
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["model"]["ngf"] = 2 * cfg["model"]["ngf"]
+    data = (json.dumps(cfg) + "\n").encode()
+    (p["ckpt-arch"] / "model" / "config.json").write_bytes(data)
+    man = json.loads((model_dir / "model.json").read_text())
+    import hashlib
+
+    man["files"]["config.json"] = hashlib.sha256(data).hexdigest()
+    (p["ckpt-arch"] / "model" / "model.json").write_text(json.dumps(man))
+
+    p["a-file"] = root / "a-file"
+    p["a-file"].write_text("x")
+    p["full"] = root / "full"
+    (p["full"] / "x").mkdir(parents=True)
+    return w
+
+
+# ----------------------------------------------------------------------------- the corpus
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: Callable[[World], list[str]]
+    #: text the error line must contain (formatted with the world's paths)
+    says: Callable[[World], str]
+    #: paths that must not exist afterwards (nothing that looks finished)
+    absent: Callable[[World], list[str]] = lambda w: []
+
+
+def _out(w: World, name: str) -> str:
+    return str(w.root / "outs" / name)
+
+
+CASES = [
+    # fetch
+    Case("fetch-unknown-name", lambda w: ["fetch", "no-such-set"], lambda w: "unknown dataset 'no-such-set'"),
+    # annotate
+    Case("annotate-empty-image", lambda w: ["annotate", w["empty-img"], "--out", _out(w, "a1")],
+         lambda w: w["empty-img/file"], lambda w: [_out(w, "a1")]),
+    Case("annotate-truncated-image", lambda w: ["annotate", w["truncated-img"], "--out", _out(w, "a2")],
+         lambda w: w["truncated-img/file"], lambda w: [_out(w, "a2")]),
+    Case("annotate-text-named-png", lambda w: ["annotate", w["text-img"], "--out", _out(w, "a3")],
+         lambda w: w["text-img/file"], lambda w: [_out(w, "a3")]),
+    Case("annotate-bomb-header", lambda w: ["annotate", w["bomb-img"], "--out", _out(w, "a4")],
+         lambda w: f"{w['bomb-img/file']}: image of 30000x30000 pixels", lambda w: [_out(w, "a4")]),
+    Case("annotate-out-under-a-file", lambda w: ["annotate", w["text-img"], "--out", w["a-file"] + "/out"],
+         lambda w: w["a-file"]),
+    Case("annotate-out-holds-another-run", lambda w: ["annotate", w["text-img"], "--out", w["full"]],
+         lambda w: f"{w['full']}: output folder exists and is not empty"),
+    # stats
+    Case("stats-not-a-dataset", lambda w: ["stats", w["empty-img"]], lambda w: f"{w['empty-img']}: not a dataset folder"),
+    # shapes
+    Case("shapes-not-a-dataset", lambda w: ["shapes", w["text-img"], "--out", _out(w, "s.parquet")],
+         lambda w: w["text-img"], lambda w: [_out(w, "s.parquet")]),
+    # masks
+    Case("masks-shapes-corrupt", lambda w: ["masks", "--shapes", w["shapes-corrupt"], "--stats", w["stats"], "--num", "1",
+                                            "--out", _out(w, "m1")], lambda w: f"{w['shapes-corrupt']}: not a readable Parquet",
+         lambda w: [_out(w, "m1")]),
+    Case("masks-shapes-wrong-schema", lambda w: ["masks", "--shapes", w["shapes-schema"], "--stats", w["stats"], "--num", "1",
+                                                 "--out", _out(w, "m2")], lambda w: f"{w['shapes-schema']}: not a shape bank",
+         lambda w: [_out(w, "m2")]),
+    Case("masks-stats-nan", lambda w: ["masks", "--shapes", w["shapes"], "--stats", w["stats-nan"], "--num", "1",
+                                       "--out", _out(w, "m3")], lambda w: w["stats-nan"], lambda w: [_out(w, "m3")]),
+    Case("masks-stats-negative", lambda w: ["masks", "--shapes", w["shapes"], "--stats", w["stats-neg"], "--num", "1",
+                                            "--out", _out(w, "m4")], lambda w: f"{w['stats-neg']}: synthesis.cells_mean = -5", lambda w: [_out(w, "m4")]),
+    Case("masks-impossible-density", lambda w: ["masks", "--shapes", w["shapes"], "--num", "1", "--width", "64", "--height", "64",
+                                                "--cells-mean", "5000", "--cell-size", "30", "--out", _out(w, "m5")],
+         lambda w: "the density cannot be placed", lambda w: [_out(w, "m5")]),
+    Case("masks-cell-larger-than-canvas", lambda w: ["masks", "--shapes", w["shapes"], "--num", "1", "--width", "64", "--height", "64",
+                                                     "--cells-mean", "3", "--cell-size", "500", "--out", _out(w, "m6")],
+         lambda w: "does not fit the 64x64 canvas", lambda w: [_out(w, "m6")]),
+    Case("masks-config-bad-yaml", lambda w: ["masks", "--shapes", w["shapes"], "--stats", w["stats"], "--num", "1",
+                                             "--config", w["bad.yaml"], "--out", _out(w, "m7")],
+         lambda w: f"{w['bad.yaml']}: not valid YAML", lambda w: [_out(w, "m7")]),
+    Case("masks-config-unknown-key", lambda w: ["masks", "--shapes", w["shapes"], "--stats", w["stats"], "--num", "1",
+                                                "--config", w["unknown.yaml"], "--out", _out(w, "m8")], lambda w: "'widht'",
+         lambda w: [_out(w, "m8")]),
+    Case("masks-config-wrong-type", lambda w: ["masks", "--shapes", w["shapes"], "--stats", w["stats"], "--num", "1",
+                                               "--config", w["type.yaml"], "--out", _out(w, "m9")], lambda w: "'width'",
+         lambda w: [_out(w, "m9")]),
+    Case("masks-config-not-utf8", lambda w: ["masks", "--shapes", w["shapes"], "--stats", w["stats"], "--num", "1",
+                                             "--config", w["latin1.yaml"], "--out", _out(w, "m10")], lambda w: w["latin1.yaml"],
+         lambda w: [_out(w, "m10")]),
+    Case("masks-flag-wrong-type", lambda w: ["masks", "--shapes", w["shapes"], "--num", "many", "--out", _out(w, "m11")],
+         lambda w: "argument --num: invalid int value: 'many'", lambda w: [_out(w, "m11")]),
+    # compare
+    Case("compare-not-a-dataset", lambda w: ["compare", w["ds"], w["text-img"]], lambda w: w["text-img"]),
+    Case("compare-figure-not-png", lambda w: ["compare", w["ds"], w["ds"], "--figure", _out(w, "fig.jpg")],
+         lambda w: "fig.jpg", lambda w: [_out(w, "fig.jpg")]),
+    # train
+    Case("train-config-bad-json", lambda w: ["train", "--data", w["ds"], "--out", _out(w, "t1"), "--config", w["bad.json"], "--no-ray"],
+         lambda w: f"{w['bad.json']}: not valid JSON", lambda w: [_out(w, "t1")]),
+    Case("train-config-unknown-key", lambda w: ["train", "--data", w["ds"], "--out", _out(w, "t2"), "--config", w["unknown.json"],
+                                                "--no-ray"], lambda w: "'epochz'", lambda w: [_out(w, "t2")]),
+    Case("train-config-wrong-type", lambda w: ["train", "--data", w["ds"], "--out", _out(w, "t3"), "--config", w["type.json"],
+                                               "--no-ray"], lambda w: "'stage1_epochs'", lambda w: [_out(w, "t3")]),
+    Case("train-data-without-images", lambda w: ["train", "--data", w["ds"], "--out", _out(w, "t4"), "--config", "demo", "--no-ray",
+                                                 "--no-vgg-loss", "--epochs", "1"], lambda w: w["ds"], lambda w: [_out(w, "t4")]),
+    # styles
+    Case("styles-missing-checkpoint", lambda w: ["styles", "--checkpoint", _out(w, "nope"), "--mask", w["mask-good"],
+                                                 "--out", _out(w, "st1.png")], lambda w: _out(w, "nope"), lambda w: [_out(w, "st1.png")]),
+    Case("styles-unknown-palette-colour", lambda w: ["styles", "--checkpoint", w["model"], "--mask", w["mask-unknown-colour"],
+                                                     "--out", _out(w, "st2.png")],
+         lambda w: f"{w['mask-unknown-colour']}: colour (1, 2, 3)", lambda w: [_out(w, "st2.png")]),
+    Case("styles-more-cells-than-format", lambda w: ["styles", "--checkpoint", w["model"], "--mask", w["mask-too-many"],
+                                                     "--out", _out(w, "st3.png")], lambda w: "do not fit a uint16 label map",
+         lambda w: [_out(w, "st3.png")]),
+    Case("styles-wrong-architecture", lambda w: ["styles", "--checkpoint", w["ckpt-arch"], "--mask", w["mask-good"],
+                                                 "--out", _out(w, "st4.png")], lambda w: "do not match its config",
+         lambda w: [_out(w, "st4.png")]),
+    # generate
+    Case("generate-truncated-checkpoint", lambda w: ["generate", "--checkpoint", w["ckpt-truncated"], "--shapes", w["shapes"],
+                                                     "--stats", w["stats"], "--num-samples", "2", "--out", _out(w, "g1"), "--local"],
+         lambda w: "generator.pt", lambda w: [_out(w, "g1") + "/manifest.json"]),
+    Case("generate-shapes-wrong-schema", lambda w: ["generate", "--checkpoint", w["model"], "--shapes", w["shapes-schema"],
+                                                    "--stats", w["stats"], "--num-samples", "2", "--out", _out(w, "g2"), "--local"],
+         lambda w: w["shapes-schema"], lambda w: [_out(w, "g2") + "/manifest.json"]),
+    Case("generate-zero-samples", lambda w: ["generate", "--checkpoint", w["model"], "--shapes", w["shapes"], "--stats", w["stats"],
+                                             "--num-samples", "0", "--out", _out(w, "g3"), "--local"], lambda w: "--num-samples 0",
+         lambda w: [_out(w, "g3") + "/manifest.json"]),
+    # verify
+    Case("verify-not-an-output", lambda w: ["verify", w["ds"]], lambda w: w["ds"]),
+    # evaluate
+    Case("evaluate-bad-yaml", lambda w: ["evaluate", "--config", w["sweep-bad.yaml"], "--out", _out(w, "e1")],
+         lambda w: f"{w['sweep-bad.yaml']}: not valid YAML", lambda w: [_out(w, "e1")]),
+    Case("evaluate-unknown-key", lambda w: ["evaluate", "--config", w["sweep-unknown.yaml"], "--out", _out(w, "e2")],
+         lambda w: "'modles'", lambda w: [_out(w, "e2")]),
+    # demo
+    Case("demo-unknown-step", lambda w: ["demo", "--out", _out(w, "d1"), "--only", "nosuchstep"], lambda w: "nosuchstep",
+         lambda w: [_out(w, "d1")]),
+]
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_fails_in_one_line(case: Case, world: World, capsys) -> None:
+    argv = case.argv(world)
+    code, out, err = _run(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out, err)
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    # progress lines may come first; the error is one line, the last
+    assert errors == lines[-1:], err
+    assert lines[-1].startswith(f"rbcray {argv[0]}: error: "), err
+    assert case.says(world) in lines[-1], err
+    assert "Traceback" not in out + err
+    for path in case.absent(world):
+        assert not Path(path).exists(), f"{path} was left behind"
+
+
+def test_corpus_covers_every_command() -> None:
+    from rbcray.cli import build_parser
+
+    parser = build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001 - argparse has no public accessor
+    covered = {c.argv.__code__.co_consts for c in CASES}
+    assert len(CASES) >= 30
+    named = {c.id.split("-")[0] for c in CASES}
+    assert commands - {"split"} <= named, sorted(commands - named)
+    assert covered
