@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from rbcray.cli import main
-from rbcray.io import encode_png, read_json, write_json
+from rbcray.io import encode_png, read_image, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,6 +150,24 @@ def world(tmp_path_factory, inputs) -> World:
     man["files"]["config.json"] = hashlib.sha256(data).hexdigest()
     (p["ckpt-arch"] / "model" / "model.json").write_text(json.dumps(man))
 
+    # a hand-made dataset folder whose image and mask sizes differ
+    mism = root / "mismatch"
+    (mism / "images").mkdir(parents=True)
+    (mism / "instances").mkdir()
+    (mism / "images" / "s.png").write_bytes(encode_png(_smear()))
+    (mism / "instances" / "s.png").write_bytes(encode_png(ellipse_instances(np.random.default_rng(1), 64, 64, 4)))
+    p["mismatch"] = mism
+    p["mismatch/image"] = mism / "images" / "s.png"
+    # a dataset folder with a broken manifest
+    broken = root / "broken-manifest"
+    shutil.copytree(p["ds"], broken)
+    (broken / "dataset.json").write_text('{"format": ')
+    p["broken-manifest"] = broken
+    p["empty-dir"] = root / "empty-dir"
+    p["empty-dir"].mkdir()
+    p["sweep-type.yaml"] = root / "sweep-type.yaml"
+    p["sweep-type.yaml"].write_text("seeds: one\n")
+
     p["a-file"] = root / "a-file"
     p["a-file"].write_text("x")
     p["full"] = root / "full"
@@ -175,6 +193,8 @@ def _out(w: World, name: str) -> str:
 CASES = [
     # fetch
     Case("fetch-unknown-name", lambda w: ["fetch", "no-such-set"], lambda w: "unknown dataset 'no-such-set'"),
+    Case("fetch-folder-without-the-data", lambda w: ["fetch", "chula-rbc-12", "--data-dir", w["empty-dir"]],
+         lambda w: f"{w['empty-dir']}: does not hold dataset 'chula-rbc-12'"),
     # annotate
     Case("annotate-empty-image", lambda w: ["annotate", w["empty-img"], "--out", _out(w, "a1")],
          lambda w: w["empty-img/file"], lambda w: [_out(w, "a1")]),
@@ -188,8 +208,14 @@ CASES = [
          lambda w: w["a-file"]),
     Case("annotate-out-holds-another-run", lambda w: ["annotate", w["text-img"], "--out", w["full"]],
          lambda w: f"{w['full']}: output folder exists and is not empty"),
+    # split
+    Case("split-not-a-dataset", lambda w: ["split", w["empty-img"], "--out", _out(w, "sp.json")],
+         lambda w: f"{w['empty-img']}: not a dataset folder", lambda w: [_out(w, "sp.json")]),
     # stats
     Case("stats-not-a-dataset", lambda w: ["stats", w["empty-img"]], lambda w: f"{w['empty-img']}: not a dataset folder"),
+    Case("stats-mask-and-image-sizes-differ", lambda w: ["stats", w["mismatch"], "--json", _out(w, "st.json")],
+         lambda w: f"{w['mismatch/image']}: image size 96x72 does not match its mask 64x64", lambda w: [_out(w, "st.json")]),
+    Case("stats-broken-manifest", lambda w: ["stats", w["broken-manifest"]], lambda w: f"{w['broken-manifest']}/dataset.json"),
     # shapes
     Case("shapes-not-a-dataset", lambda w: ["shapes", w["text-img"], "--out", _out(w, "s.parquet")],
          lambda w: w["text-img"], lambda w: [_out(w, "s.parquet")]),
@@ -264,6 +290,8 @@ CASES = [
     # evaluate
     Case("evaluate-bad-yaml", lambda w: ["evaluate", "--config", w["sweep-bad.yaml"], "--out", _out(w, "e1")],
          lambda w: f"{w['sweep-bad.yaml']}: not valid YAML", lambda w: [_out(w, "e1")]),
+    Case("evaluate-wrong-type", lambda w: ["evaluate", "--config", w["sweep-type.yaml"], "--out", _out(w, "e3")],
+         lambda w: "'seeds'", lambda w: [_out(w, "e3")]),
     Case("evaluate-unknown-key", lambda w: ["evaluate", "--config", w["sweep-unknown.yaml"], "--out", _out(w, "e2")],
          lambda w: "'modles'", lambda w: [_out(w, "e2")]),
     # demo
@@ -298,12 +326,159 @@ def test_bad_input_fails_in_one_line(case: Case, world: World, capsys) -> None:
 
 
 def test_corpus_covers_every_command() -> None:
+    """Every subcommand has at least one case (a new command must bring its own)."""
+    import argparse
+
     from rbcray.cli import build_parser
 
-    parser = build_parser()
-    commands = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001 - argparse has no public accessor
-    covered = {c.argv.__code__.co_consts for c in CASES}
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    commands = set(sub.choices)
     assert len(CASES) >= 30
-    named = {c.id.split("-")[0] for c in CASES}
-    assert commands - {"split"} <= named, sorted(commands - named)
-    assert covered
+    covered = {c.id.split("-")[0] for c in CASES}
+    assert commands <= covered, f"commands without a bad-input case: {sorted(commands - covered)}"
+
+
+# ----------------------------------------------------------------------------- accepted and converted
+def _formats(rgb: np.ndarray, folder: Path) -> dict[str, tuple[Path, np.ndarray]]:
+    """The same smear as grey / RGBA / palette / 16-bit / CMYK files, with the RGB rbcray must read."""
+    import io
+
+    from PIL import Image
+
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    quant = np.asarray(Image.fromarray(rgb).quantize(64).convert("RGB"))
+    files: dict[str, tuple[bytes, np.ndarray]] = {}
+    files["grey.png"] = (encode_png(grey), np.repeat(grey[:, :, None], 3, axis=2))
+    ok, b = cv2.imencode(".png", cv2.cvtColor(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)]), cv2.COLOR_RGBA2BGRA))
+    files["rgba.png"] = (b.tobytes(), rgb)  # alpha dropped, not composited
+    buf = io.BytesIO()
+    Image.fromarray(quant).quantize(64, dither=Image.Dither.NONE).save(buf, "PNG")
+    files["palette.png"] = (buf.getvalue(), quant)
+    ok, b = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)
+    files["sixteen.png"] = (b.tobytes(), rgb)  # top 8 bits
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(buf, "JPEG", quality=100)
+    files["cmyk.jpg"] = (buf.getvalue(), rgb)  # lossy: compared within a tolerance
+    out = {}
+    for name, (data, want) in files.items():
+        (folder / name).write_bytes(data)
+        out[name] = (folder / name, want)
+    return out
+
+
+def test_grey_rgba_palette_16bit_cmyk_are_read_as_rgb(tmp_path, capsys) -> None:
+    rgb = _smear(3, 120, 90)
+    for name, (path, want) in _formats(rgb, tmp_path).items():
+        got = read_image(path)
+        assert got.dtype == np.uint8 and got.shape == rgb.shape, name
+        if name == "cmyk.jpg":
+            assert np.abs(got.astype(int) - want).mean() < 3, name
+        else:
+            assert np.array_equal(got, want), name
+    # and the command takes them: one sample per file
+    assert main(["annotate", str(tmp_path), "--out", str(tmp_path / "ann"), "--cell-size", "14"]) == 0
+    assert read_json(tmp_path / "ann" / "dataset.json")["n_samples"] == 5
+
+
+# ----------------------------------------------------------------------------- object storage
+class _DenyAll:
+    """A loopback HTTP server that answers every S3 request 403 AccessDenied."""
+
+    def __enter__(self) -> str:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                b"<Message>Access Denied</Message></Error>")
+
+        class Handler(BaseHTTPRequestHandler):
+            def _deny(self) -> None:  # the body (if any) is not read: the connection is closed
+                self.close_connection = True
+                self.send_response(403)
+                self.send_header("Connection", "close")
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body) if self.command != "HEAD" else 0))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _deny
+
+            def log_message(self, *a) -> None:  # no access log on stderr
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _s3_cases(w: World, bucket: str) -> list[tuple[str, list[str], str]]:
+    """(id, argv, text of the error) for commands reading or writing ``s3://bucket``."""
+    gen = ["generate", "--checkpoint", w["model"], "--shapes", w["shapes"], "--stats", w["stats"], "--num-samples", "2",
+           "--local", "--width", "64", "--height", "64"]
+    return [
+        ("masks-shapes-in-s3", ["masks", "--shapes", f"s3://{bucket}/shapes.parquet", "--stats", w["stats"], "--num", "1",
+                                "--out", _out(w, "s3m")], f"s3://{bucket}/shapes.parquet"),
+        ("generate-out-in-s3", [*gen, "--out", f"s3://{bucket}/synth"], f"s3://{bucket}"),
+        ("styles-checkpoint-in-s3", ["styles", "--checkpoint", f"s3://{bucket}/run", "--mask", w["mask-good"],
+                                     "--out", _out(w, "s3st.png")], f"s3://{bucket}/run"),
+        ("verify-s3", ["verify", f"s3://{bucket}/synth"], f"s3://{bucket}/synth"),
+    ]
+
+
+def _check_one_line(argv: list[str], says: str, capsys) -> None:
+    code, out, err = _run(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out, err)
+    assert [ln for ln in lines if "error" in ln.lower()] == lines[-1:], err
+    assert lines[-1].startswith(f"rbcray {argv[0]}: error: ") and says in lines[-1], err
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_missing_bucket(k: int, world: World, s3_server, capsys) -> None:
+    name, argv, says = _s3_cases(world, "no-such-bucket-rbcray")[k]
+    _check_one_line(argv, says, capsys)
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_access_denied(k: int, world: World, monkeypatch, capsys) -> None:
+    with _DenyAll() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        name, argv, says = _s3_cases(world, "denied-bucket")[k]
+        _check_one_line(argv, says, capsys)
+
+
+# ----------------------------------------------------------------------------- from the outside
+def _cli(argv: list, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "rbcray", *argv], capture_output=True, env=env, timeout=120, **kw)
+
+
+def test_argument_errors_are_one_line_from_a_shell() -> None:
+    r = _cli(["masks", "--shapes", "x.parquet", "--num", "many", "--out", "o"])
+    lines = r.stderr.decode().strip().splitlines()
+    assert r.returncode == 2 and r.stdout == b""
+    assert lines == ["rbcray masks: error: argument --num: invalid int value: 'many' (see 'rbcray masks --help')"]
+
+
+def test_non_utf8_and_space_paths_are_named(tmp_path) -> None:
+    """A folder whose name is not UTF-8 (Linux allows any bytes) and holds a space: the error line
+    names it (undecodable bytes shown escaped) and the process does not crash printing it."""
+    bad = os.fsencode(tmp_path) + b"/smears \xff\xfe"
+    os.makedirs(bad)
+    with open(bad + b"/a.png", "wb") as f:
+        f.write(b"not an image")
+    r = _cli([b"annotate", bad, b"--out", os.fsencode(tmp_path) + b"/out \xff"])
+    err = r.stderr.decode("utf-8", "replace").strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    assert err[-1].startswith("rbcray annotate: error: ") and "smears " in err[-1] and "a.png: not a readable image" in err[-1]
+    assert "Traceback" not in r.stderr.decode("utf-8", "replace")
+    assert not os.path.exists(os.fsencode(tmp_path) + b"/out \xff")
