@@ -149,6 +149,12 @@ def world(tmp_path_factory, inputs) -> World:
 
     man["files"]["config.json"] = hashlib.sha256(data).hexdigest()
     (p["ckpt-arch"] / "model" / "model.json").write_text(json.dumps(man))
+    # a tampered manifest naming a file outside the model folder
+    p["ckpt-traversal"] = root / "ckpt-traversal"
+    shutil.copytree(p["model"], p["ckpt-traversal"])
+    man = json.loads((model_dir / "model.json").read_text())
+    man["files"]["../../stats.json"] = man["files"].pop("stats.json")
+    (p["ckpt-traversal"] / "model" / "model.json").write_text(json.dumps(man))
 
     # a hand-made dataset folder whose image and mask sizes differ
     mism = root / "mismatch"
@@ -275,6 +281,9 @@ CASES = [
     Case("styles-wrong-architecture", lambda w: ["styles", "--checkpoint", w["ckpt-arch"], "--mask", w["mask-good"],
                                                  "--out", _out(w, "st4.png")], lambda w: "do not match its config",
          lambda w: [_out(w, "st4.png")]),
+    Case("styles-model-json-names-outside", lambda w: ["styles", "--checkpoint", w["ckpt-traversal"], "--mask", w["mask-good"],
+                                                       "--out", _out(w, "st5.png")],
+         lambda w: "unexpected file name '../../stats.json'", lambda w: [_out(w, "st5.png")]),
     # generate
     Case("generate-truncated-checkpoint", lambda w: ["generate", "--checkpoint", w["ckpt-truncated"], "--shapes", w["shapes"],
                                                      "--stats", w["stats"], "--num-samples", "2", "--out", _out(w, "g1"), "--local"],

@@ -27,18 +27,10 @@ from rbcray.config import from_dict, to_dict
 from rbcray.errors import RbcrayError
 from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig, check_vgg, format_metrics, latest_checkpoint
 
-#: Fault injection for tests: "RANK:EPOCH:MARKER" makes worker RANK exit abruptly after finishing
-#: EPOCH (and reporting it), once: only while the file MARKER does not exist (it is created first).
-FAULT_ENV = "RBCRAY_FAULT_INJECT"
-
-
-def _maybe_fail(spec: str | None, rank: int, epoch: int) -> None:
-    if not spec:
-        return
-    r, e, marker = spec.split(":", 2)
-    if int(r) == rank and int(e) == epoch and not os.path.exists(marker):
-        Path(marker).write_text(f"worker {rank} killed after epoch {epoch}\n")
-        os._exit(1)
+#: A test's fault hook: ``hook(rank, epoch)`` is called by every worker after it has reported an
+#: epoch (and its checkpoint), and may kill the worker's process. Only a caller of
+#: :func:`train_distributed` can pass one (tests do); nothing reads it from the environment or a config.
+FaultHook = Callable[[int, int], None]
 
 
 def _say(msg: str) -> None:
@@ -103,7 +95,8 @@ def _worker(config: dict[str, Any]) -> None:
                 ray.train.report(report, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
         else:
             ray.train.report(report)
-        _maybe_fail(config.get("fault"), rank, epoch)
+        if config.get("fault_hook") is not None:
+            config["fault_hook"](rank, epoch)
     if rank == 0:
         export_model(trainer, out, log=_say)
 
@@ -131,6 +124,7 @@ def train_distributed(
     cpus_per_worker: float | None = None,
     max_failures: int = 2,
     log: Callable[[str], None] = print,
+    fault_hook: FaultHook | None = None,
 ) -> dict[str, Any]:
     """Train on the Ray cluster (started or joined with init_ray); returns a summary of the run.
 
@@ -175,7 +169,7 @@ def train_distributed(
             "data": str(Path(data).resolve()),
             "out": out.rstrip("/") if storage.is_remote(out) else os.path.abspath(out),
             "threads": max(1, int(cpus_per_worker)),
-            "fault": os.environ.get(FAULT_ENV),
+            "fault_hook": fault_hook,  # tests only (see FaultHook)
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}),
         run_config=run_config,

@@ -112,8 +112,15 @@ def read_model(uri: str) -> tuple[dict[str, Any], dict[str, bytes]]:
         raise DataError(f"{storage.join(base, 'model.json')}: not valid JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
         raise DataError(f"{storage.join(base, 'model.json')}: not an rbcray pix2pixHD model manifest")
+    listed = manifest.get("files", {})
+    if not isinstance(listed, dict):
+        raise DataError(f"{storage.join(base, 'model.json')}: 'files' must map file names to sha256 digests")
     files = {}
-    for name, digest in manifest.get("files", {}).items():
+    for name, digest in listed.items():
+        # only the known plain names: a tampered manifest must not steer reads elsewhere ('../..', '/etc/..')
+        if name not in MODEL_FILES:
+            raise DataError(f"{storage.join(base, 'model.json')}: unexpected file name {name!r} (a model folder holds "
+                            f"{', '.join(MODEL_FILES)})")
         data = storage.read_bytes(storage.join(base, name))
         if _sha256(data) != digest:
             raise DataError(f"{storage.join(base, name)}: corrupt (sha256 differs from model.json)")
