@@ -24,8 +24,13 @@ from typing import Any
 
 from rbcray import storage
 from rbcray.config import from_dict, to_dict
-from rbcray.errors import RbcrayError
-from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig, check_vgg, format_metrics, latest_checkpoint
+from rbcray.errors import DataError, RbcrayError
+from rbcray.train.pix2pixhd import (
+    Pix2PixHDTrainConfig,
+    check_vgg,
+    format_metrics,
+    load_latest_state,
+)
 
 #: A test's fault hook: ``hook(rank, epoch)`` is called by every worker after it has reported an
 #: epoch (and its checkpoint), and may kill the worker's process. Only a caller of
@@ -70,11 +75,18 @@ def _worker(config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     trainer = Trainer(cfg, open_dataset(config["data"]), device=rtt.get_device())
     ck = ray.train.get_checkpoint()
+    state, bad = None, None
     if ck is not None:
-        with ck.as_directory() as d:
-            trainer.load_state_dict(load_state(d), name=f"{out} (Ray checkpoint)")
-    elif (prev := latest_checkpoint(out)) is not None:  # e.g. a run begun with the plain loop
-        trainer.load_state_dict(load_state(prev), name=prev)
+        try:
+            with ck.as_directory() as d:
+                state, name = load_state(d), f"{out} (Ray checkpoint)"
+        except DataError as e:  # corrupt: fall back to the previous good one below
+            _say(f"warning: {e}; trying the previous checkpoint")
+            bad = ck.path
+    if state is None and (found := load_latest_state(out, _say, skip=bad)) is not None:
+        name, state = found  # e.g. a run begun with the plain loop, or Ray's latest was corrupt
+    if state is not None:
+        trainer.load_state_dict(state, name=name)
     if trainer.epoch and trainer.epoch < cfg.total_epochs:
         trainer.resumes.append(trainer.epoch)
         if rank == 0:
