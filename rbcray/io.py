@@ -46,6 +46,8 @@ def _make_folder(folder: Path) -> None:
     """``mkdir -p`` whose failure (a file in the way, no permission, read-only disk) names the folder."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RbcrayError(f"{folder}: cannot create the output folder (a file is in the way)") from None
     except OSError as e:
         raise RbcrayError(f"{folder}: cannot create the output folder ({e.strerror or e})") from None
 

@@ -149,7 +149,9 @@ def check_writable(uri: str) -> None:
             os.makedirs(uri, exist_ok=True)
         write_bytes(probe, b"probe")
         remove(probe)
-    except RbcrayError:
+    except RbcrayError as e:
+        if str(e).startswith(probe):  # name the location the user gave, not the probe object
+            raise RbcrayError(f"{uri}: output location is not writable ({str(e)[len(probe) + 2:]})") from None
         raise
     except PermissionError as e:
         raise RbcrayError(f"{uri}: output location is not writable ({_brief(e)})") from None

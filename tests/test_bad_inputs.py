@@ -211,7 +211,7 @@ CASES = [
     Case("annotate-bomb-header", lambda w: ["annotate", w["bomb-img"], "--out", _out(w, "a4")],
          lambda w: f"{w['bomb-img/file']}: image of 30000x30000 pixels", lambda w: [_out(w, "a4")]),
     Case("annotate-out-under-a-file", lambda w: ["annotate", w["text-img"], "--out", w["a-file"] + "/out"],
-         lambda w: w["a-file"]),
+         lambda w: f"{w['a-file']}: cannot create the output folder (a file is in the way)"),
     Case("annotate-out-holds-another-run", lambda w: ["annotate", w["text-img"], "--out", w["full"]],
          lambda w: f"{w['full']}: output folder exists and is not empty"),
     # split
@@ -432,7 +432,7 @@ def _s3_cases(w: World, bucket: str) -> list[tuple[str, list[str], str]]:
     return [
         ("masks-shapes-in-s3", ["masks", "--shapes", f"s3://{bucket}/shapes.parquet", "--stats", w["stats"], "--num", "1",
                                 "--out", _out(w, "s3m")], f"s3://{bucket}/shapes.parquet"),
-        ("generate-out-in-s3", [*gen, "--out", f"s3://{bucket}/synth"], f"s3://{bucket}"),
+        ("generate-out-in-s3", [*gen, "--out", f"s3://{bucket}/synth"], f"s3://{bucket}/synth: output location is not writable"),
         ("styles-checkpoint-in-s3", ["styles", "--checkpoint", f"s3://{bucket}/run", "--mask", w["mask-good"],
                                      "--out", _out(w, "s3st.png")], f"s3://{bucket}/run"),
         ("verify-s3", ["verify", f"s3://{bucket}/synth"], f"s3://{bucket}/synth"),
