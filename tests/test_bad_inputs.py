@@ -174,6 +174,16 @@ def world(tmp_path_factory, inputs) -> World:
     p["sweep-type.yaml"] = root / "sweep-type.yaml"
     p["sweep-type.yaml"].write_text("seeds: one\n")
 
+    # runs that an output folder may already hold: a training run (the tiny model's, copied with its
+    # real dataset) and a generated dataset
+    p["train-run"] = root / "train-run"
+    shutil.copytree(p["model"], p["train-run"])
+    p["train-data"] = p["model"].parent / "annotated"
+    p["gen-run"] = root / "gen-run"
+    assert main(["generate", "--checkpoint", str(p["model"]), "--shapes", str(p["shapes"]), "--stats", str(p["stats"]),
+                 "--num-samples", "2", "--width", "64", "--height", "64", "--out", str(p["gen-run"]), "--local",
+                 "--no-progress"]) == 0
+
     p["a-file"] = root / "a-file"
     p["a-file"].write_text("x")
     p["full"] = root / "full"
@@ -269,6 +279,9 @@ CASES = [
                                                "--no-ray"], lambda w: "'stage1_epochs'", lambda w: [_out(w, "t3")]),
     Case("train-data-without-images", lambda w: ["train", "--data", w["ds"], "--out", _out(w, "t4"), "--config", "demo", "--no-ray",
                                                  "--no-vgg-loss", "--epochs", "1"], lambda w: w["ds"], lambda w: [_out(w, "t4")]),
+    Case("train-out-holds-another-run", lambda w: ["train", "--data", w["train-data"], "--out", w["train-run"], "--config", "demo",
+                                                   "--no-ray", "--no-vgg-loss"],
+         lambda w: "saved model architecture differs from this run's config"),
     # styles
     Case("styles-missing-checkpoint", lambda w: ["styles", "--checkpoint", _out(w, "nope"), "--mask", w["mask-good"],
                                                  "--out", _out(w, "st1.png")], lambda w: _out(w, "nope"), lambda w: [_out(w, "st1.png")]),
@@ -294,6 +307,10 @@ CASES = [
     Case("generate-zero-samples", lambda w: ["generate", "--checkpoint", w["model"], "--shapes", w["shapes"], "--stats", w["stats"],
                                              "--num-samples", "0", "--out", _out(w, "g3"), "--local"], lambda w: "--num-samples 0",
          lambda w: [_out(w, "g3") + "/manifest.json"]),
+    Case("generate-out-holds-another-run", lambda w: ["generate", "--checkpoint", w["model"], "--shapes", w["shapes"], "--stats",
+                                                      w["stats"], "--num-samples", "2", "--width", "64", "--height", "64",
+                                                      "--seed", "1", "--out", w["gen-run"], "--local"],
+         lambda w: f"{w['gen-run']}: holds a run with a different configuration"),
     # verify
     Case("verify-not-an-output", lambda w: ["verify", w["ds"]], lambda w: w["ds"]),
     # evaluate
