@@ -508,3 +508,40 @@ def test_non_utf8_and_space_paths_are_named(tmp_path) -> None:
     assert err[-1].startswith("rbcray annotate: error: ") and "smears " in err[-1] and "a.png: not a readable image" in err[-1]
     assert "Traceback" not in r.stderr.decode("utf-8", "replace")
     assert not os.path.exists(os.fsencode(tmp_path) + b"/out \xff")
+
+
+# ----------------------------------------------------------------------------- the size guard per format
+def _jpeg_header(w: int, h: int) -> bytes:
+    import struct
+
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0"
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, h, w, 1) + b"\x01\x11\x00"
+    return b"\xff\xd8" + app0 + sof + b"\xff\xd9"
+
+
+def _bmp_header(w: int, h: int) -> bytes:
+    import struct
+
+    return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, w, -h, 1, 24, 0, 0, 0, 0, 0, 0)
+
+
+def _tiff_header(w: int, h: int, little: bool) -> bytes:
+    import struct
+
+    e = "<" if little else ">"
+    entries = struct.pack(e + "HHII", 256, 4, 1, w) + struct.pack(e + "HHI", 257, 3, 1) + struct.pack(e + "HH", h, 0)
+    return (b"II*\0" if little else b"MM\0*") + struct.pack(e + "I", 8) + struct.pack(e + "H", 2) + entries + b"\0" * 4
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "bmp", "tiff-le", "tiff-be"])
+def test_oversized_headers_are_refused_before_decoding(fmt: str, tmp_path) -> None:
+    from rbcray.errors import DataError
+    from rbcray.io import header_size
+
+    make = {"png": _png_header_only, "jpeg": _jpeg_header, "bmp": _bmp_header,
+            "tiff-le": lambda w, h: _tiff_header(w, h, True), "tiff-be": lambda w, h: _tiff_header(w, h, False)}[fmt]
+    assert header_size(make(640, 480)) == (640, 480)
+    path = tmp_path / f"bomb.{fmt[:4]}"
+    path.write_bytes(make(40000, 20000))
+    with pytest.raises(DataError, match=f"{path}: image of 40000x20000 pixels is larger than rbcray reads"):
+        read_image(path)
