@@ -268,8 +268,9 @@ CASES = [
          lambda w: "argument --num: invalid int value: 'many'", lambda w: [_out(w, "m11")]),
     # compare
     Case("compare-not-a-dataset", lambda w: ["compare", w["ds"], w["text-img"]], lambda w: w["text-img"]),
-    Case("compare-figure-not-png", lambda w: ["compare", w["ds"], w["ds"], "--figure", _out(w, "fig.jpg")],
-         lambda w: "fig.jpg", lambda w: [_out(w, "fig.jpg")]),
+    Case("compare-figure-not-png", lambda w: ["compare", w["ds"], w["ds"], "--json", _out(w, "cmp.json"), "--figure",
+                                              _out(w, "fig.jpg")],
+         lambda w: "fig.jpg", lambda w: [_out(w, "fig.jpg"), _out(w, "cmp.json")]),
     # train
     Case("train-config-bad-json", lambda w: ["train", "--data", w["ds"], "--out", _out(w, "t1"), "--config", w["bad.json"], "--no-ray"],
          lambda w: f"{w['bad.json']}: not valid JSON", lambda w: [_out(w, "t1")]),
