@@ -134,9 +134,11 @@ def load_config(cls: type[T], path: str | Path) -> T:
     """Load ``cls`` from a JSON or YAML file (by extension); errors name the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml

@@ -60,12 +60,17 @@ def _load(spec: str) -> Callable[[DemoContext], dict[str, Any]]:
 def run_demo(out: str | Path, data_dir: str | Path | None = None, only: list[str] | None = None) -> DemoContext:
     """Run the demo steps in order (or only the named ones, when their inputs exist)."""
     ctx = DemoContext(out=Path(out).resolve(), data_dir=Path(data_dir) if data_dir else None)
-    ctx.out.mkdir(parents=True, exist_ok=True)
     names = [n for n, _ in STEPS]
     if only:
         unknown = [s for s in only if s not in names]
         if unknown:
             raise RbcrayError(f"unknown demo step(s) {unknown}; steps: {', '.join(names)}")
+    if ctx.out.exists() and not ctx.out.is_dir():
+        raise RbcrayError(f"{ctx.out}: output path exists and is not a folder")
+    try:
+        ctx.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RbcrayError(f"{ctx.out}: cannot create the output folder ({e.strerror or e})") from None
     t_all = time.perf_counter()
     for name, spec in STEPS:
         if only and name not in only:

@@ -81,16 +81,31 @@ def pyarrow_filesystem(uri: str):
     return pafs.LocalFileSystem(), path
 
 
+@contextlib.contextmanager
+def _named(uri: str, verb: str):
+    """Turn a backend's refusal (denied access, no such bucket, a file in the way) into one
+    :class:`RbcrayError` line naming ``uri``; ``FileNotFoundError`` passes through for callers."""
+    try:
+        yield
+    except (RbcrayError, FileNotFoundError):
+        raise
+    except PermissionError as e:
+        raise RbcrayError(f"{uri}: access denied (cannot {verb}: {_brief(e)})") from None
+    except OSError as e:
+        raise RbcrayError(f"{uri}: cannot {verb} ({_brief(e)})") from None
+
+
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    fs.invalidate_cache()  # object-store listings are cached per process; other processes write too
-    return bool(fs.exists(path))
+    with _named(uri, "check"):
+        fs.invalidate_cache()  # object-store listings are cached per process; other processes write too
+        return bool(fs.exists(path))
 
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     try:
-        with fs.open(path, "rb") as f:
+        with _named(uri, "read"), fs.open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
         raise RbcrayError(f"{uri}: not found") from None
@@ -104,7 +119,7 @@ def write_bytes(uri: str, data: bytes) -> None:
         atomic_write_bytes(uri, data)
         return
     fs, path = filesystem(uri)
-    with fs.open(path, "wb") as f:  # one PUT (small) or a multipart upload completed at close
+    with _named(uri, "write"), fs.open(path, "wb") as f:  # one PUT (small) or a multipart upload completed at close
         f.write(data)
 
 
@@ -113,7 +128,8 @@ def listdir(uri: str) -> list[str]:
     fs, path = filesystem(uri)
     fs.invalidate_cache()
     try:
-        entries = fs.ls(path, detail=False)
+        with _named(uri, "list"):
+            entries = fs.ls(path, detail=False)
     except FileNotFoundError:
         return []
     return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
@@ -121,7 +137,7 @@ def listdir(uri: str) -> list[str]:
 
 def remove(uri: str) -> None:
     fs, path = filesystem(uri)
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError), _named(uri, "remove"):
         fs.rm(path, recursive=True)
 
 
@@ -133,7 +149,9 @@ def check_writable(uri: str) -> None:
             os.makedirs(uri, exist_ok=True)
         write_bytes(probe, b"probe")
         remove(probe)
-    except RbcrayError:
+    except RbcrayError as e:
+        if str(e).startswith(probe):  # name the location the user gave, not the probe object
+            raise RbcrayError(f"{uri}: output location is not writable ({str(e)[len(probe) + 2:]})") from None
         raise
     except PermissionError as e:
         raise RbcrayError(f"{uri}: output location is not writable ({_brief(e)})") from None

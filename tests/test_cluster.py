@@ -30,6 +30,8 @@ def test_aws_launcher_has_cpu_and_gpu_workers() -> None:
     assert gpu and cpu
     start = " ".join(cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"])
     assert start.count("RAY_AUTH_MODE=token") == 2
+    # the dashboard / job API only on the head's loopback (reached through 'ray dashboard's SSH tunnel)
+    assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start
     text = (CLUSTER / "aws.yaml").read_text()
     job = " ".join(line.lstrip("# ").rstrip("\\ ") for line in text.splitlines() if "jobs/generate.py" in line or "--stats" in line)
     _parses_as_generate(job)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from faults import kill_once
 
 from rbcray.cli import main
 from rbcray.config import from_dict
@@ -91,10 +91,8 @@ def test_killed_actors_lose_and_duplicate_nothing(inputs, reference, tmp_path, r
     plan = prepare(cfg, log=lambda m: None)
     for stage, shard in (("mask", 1), ("generate", 2)):  # one actor of each stage dies mid-run
         marker = tmp_path / f"killed-{stage}"
-        monkeypatch.setenv(g.FAULT_ENV, f"{stage}:{shard}:{marker}")
-        # Ray workers read the variable when they start; pass it through the actors' runtime env
         manifest = g.run_ray(plan if stage == "mask" else prepare(cfg, log=lambda m: None), log=lambda m: None,
-                             runtime_env={"env_vars": {g.FAULT_ENV: os.environ[g.FAULT_ENV]}})
+                             fault_hook=kill_once((stage, shard), marker))
         assert marker.exists(), f"the {stage} actor was not killed"
         res = verify_output(str(out))
         assert res["problems"] == [] and res["n_samples"] == N and manifest["n_samples"] == N

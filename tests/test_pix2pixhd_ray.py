@@ -11,12 +11,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from _p2p_data import make_crops_dataset  # noqa: E402
+from faults import kill_once  # noqa: E402
 
 from rbcray import storage  # noqa: E402
 from rbcray.cli import main  # noqa: E402
 from rbcray.config import replace, to_dict  # noqa: E402
 from rbcray.data.formats import read_instances  # noqa: E402
-from rbcray.distributed.train import FAULT_ENV, train_distributed  # noqa: E402
+from rbcray.distributed.train import train_distributed  # noqa: E402
 from rbcray.errors import RbcrayError  # noqa: E402
 from rbcray.models.pix2pixhd.checkpoint import load_state  # noqa: E402
 from rbcray.models.pix2pixhd.inference import Pix2PixHDTranslator  # noqa: E402
@@ -51,9 +52,9 @@ def reconstruction_l1(trainer: Trainer) -> float:
 def test_two_workers_learn_and_recover_from_a_lost_worker(ray_session, crops, tmp_path, monkeypatch) -> None:
     out = str(tmp_path / "run")
     marker = tmp_path / "killed-once"
-    monkeypatch.setenv(FAULT_ENV, f"1:3:{marker}")  # worker 1 dies after epoch 3 (checkpoints: 2, 4, 6)
     before = reconstruction_l1(Trainer(TINY, open_dataset(crops), device="cpu"))
-    res = train_distributed(TINY, crops, out, workers=2, cpus_per_worker=1, max_failures=1)
+    # worker 1 dies after epoch 3 (checkpoints: 2, 4, 6)
+    res = train_distributed(TINY, crops, out, workers=2, cpus_per_worker=1, max_failures=1, fault_hook=kill_once((1, 3), marker))
     assert marker.exists()  # the worker really died
     state = load_state(latest_checkpoint(out))
     assert state["epoch"] == 6 and json.loads(state["resumes"]) == [2]  # restarted from the epoch-2 checkpoint
@@ -73,10 +74,9 @@ def test_stop_and_rerun_resumes_from_s3(ray_session, s3_server, crops, tmp_path,
     cfg_file = tmp_path / "tiny.json"
     cfg_file.write_text(json.dumps(to_dict(cfg)))
     argv = ["train", "--data", str(crops), "--out", out, "--config", str(cfg_file), "--workers", "1", "--no-vgg-loss"]
-    monkeypatch.setenv(FAULT_ENV, f"0:1:{tmp_path / 'stopped'}")
     # the run stops after epoch 1 and may not restart: the CLI says how to continue
     with pytest.raises(RbcrayError, match="failed after 0 restart.*re-run the same command to resume"):
-        train_distributed(cfg, crops, out, workers=1, max_failures=0)
+        train_distributed(cfg, crops, out, workers=1, max_failures=0, fault_hook=kill_once((0, 1), tmp_path / "stopped"))
     assert storage.exists(storage.join(out, "checkpoint_epoch_0001", "state.pt"))
     assert not storage.exists(storage.join(out, "model", "model.json"))
     assert main(argv) == 0  # the same command again: resumes at epoch 1 from the S3 checkpoint

@@ -151,13 +151,16 @@ def test_cli_bad_inputs(tmp_path, real_ds, capsys, monkeypatch) -> None:
     assert "generator.pt: corrupt or unreadable checkpoint" in _cli_error(styles, capsys)
     assert not (tmp_path / "s.png").exists()
 
-    # a damaged training checkpoint stops the resume with the file named
+    # a damaged latest training checkpoint is named and passed over: the run resumes from the one before
     ck = latest_checkpoint(str(out))
     with open(os.path.join(ck, "state.pt"), "r+b") as f:
         f.seek(100)
         f.write(b"\x00" * 64)
-    err = _cli_error(base + ["--no-vgg-loss", "--out", str(out), "--epochs", "3"], capsys)
-    assert "state.pt: corrupt or unreadable checkpoint" in err
+    capsys.readouterr()
+    assert main(base + ["--no-vgg-loss", "--out", str(out), "--epochs", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert f"warning: {ck}/state.pt: corrupt checkpoint (sha256 differs from state.sha256)" in printed
+    assert "resuming from" in printed and "epoch_0001 (epoch 1/3)" in printed
 
     err = _cli_error(["styles", "--checkpoint", str(tmp_path / "nothing"), "--mask", str(real_ds / "instances" / "c1.png"),
                       "--out", str(tmp_path / "s.png")], capsys)

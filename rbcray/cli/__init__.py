@@ -29,8 +29,16 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other user error: ``rbcray CMD: error: ...``, exit 2
+    (the usage stays one ``--help`` away)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rbcray",
         description="Synthetic, fully annotated blood-smear datasets (Bailo et al. 2019) on Ray.",
     )

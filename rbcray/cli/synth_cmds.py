@@ -148,6 +148,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rbcray.io import write_json
     from rbcray.synth.compare import check_comparable, compare, figure, to_markdown
 
+    if args.figure and Path(args.figure).suffix.lower() != ".png":  # before any output is written
+        raise ConfigError(f"--figure {args.figure}: the figure is written as PNG; name it *.png")
     res = compare(args.real, args.synth)
     for w in check_comparable(res):
         print(f"warning: {w}", file=sys.stderr)
@@ -156,8 +158,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         write_json(args.json, res)
         print(f"wrote {args.json}")
     if args.figure:
-        if Path(args.figure).suffix.lower() != ".png":
-            raise ConfigError(f"--figure {args.figure}: the figure is written as PNG; name it *.png")
         figure(res, args.figure)
         print(f"wrote {args.figure}")
     return 0

@@ -16,10 +16,8 @@ retry can neither lose nor duplicate a sample. The stages themselves are in
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,19 +25,10 @@ import numpy as np
 from rbcray.generate.engine import RunPlan, ShardMasker, ShardTranslator, finish, write_payload
 from rbcray.generate.shards import Shard
 
-#: Fault injection for tests: "STAGE:SHARD:MARKER" (STAGE mask or generate) makes that stage's
-#: actor die abruptly on shard index SHARD, once: only while the file MARKER does not exist.
-FAULT_ENV = "RBCRAY_GENERATE_FAULT"
-
-
-def _maybe_fail(stage: str, shard_index: int) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    s, k, marker = spec.split(":", 2)
-    if s == stage and int(k) == shard_index and not os.path.exists(marker):
-        Path(marker).write_text(f"{stage} actor killed on shard {shard_index}\n")
-        os._exit(1)
+#: A test's fault hook: ``hook(stage, shard_index)`` is called by an actor ('mask' or 'generate')
+#: before it works on a shard, and may kill the actor's process. Only a caller of :func:`run_ray`
+#: can pass one (tests do); nothing reads it from the environment or a config.
+FaultHook = Callable[[str, int], None]
 
 
 def _one(batch: dict[str, np.ndarray], key: str) -> Any:
@@ -49,15 +38,17 @@ def _one(batch: dict[str, np.ndarray], key: str) -> Any:
 class ShardMaskActor:
     """CPU actor: a shard's masks (one shard per call)."""
 
-    def __init__(self, shapes: str, synth: dict[str, Any], seed: int) -> None:
+    def __init__(self, shapes: str, synth: dict[str, Any], seed: int, fault_hook: FaultHook | None = None) -> None:
         from rbcray.distributed.masks import single_thread
 
         single_thread()
         self.masker = ShardMasker(shapes, synth, seed)
+        self.fault_hook = fault_hook
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         k, a, b = int(_one(batch, "index")), int(_one(batch, "start")), int(_one(batch, "stop"))
-        _maybe_fail("mask", k)
+        if self.fault_hook is not None:
+            self.fault_hook("mask", k)
         t = time.perf_counter()
         payload = self.masker(a, b)
         return {"index": np.array([k]), "start": np.array([a]), "stop": np.array([b]),
@@ -67,14 +58,17 @@ class ShardMaskActor:
 class ShardGenActor:
     """Generator actor (a GPU each when the cluster has GPUs): a shard's images."""
 
-    def __init__(self, checkpoint: str, style: int | None, batch_size: int, threads: int) -> None:
+    def __init__(self, checkpoint: str, style: int | None, batch_size: int, threads: int,
+                 fault_hook: FaultHook | None = None) -> None:
+        self.fault_hook = fault_hook
         # PNG encoding of the images runs here, beside the model (pixels never cross the object
         # store raw): one encoder thread per CPU of the actor, at least 2
         self.translator = ShardTranslator(checkpoint, style, batch_size, threads=threads, encode_threads=max(2, threads))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         k = int(_one(batch, "index"))
-        _maybe_fail("generate", k)
+        if self.fault_hook is not None:
+            self.fault_hook("generate", k)
         t = time.perf_counter()
         payload = self.translator(_one(batch, "payload"))
         out = {key: batch[key] for key in ("index", "start", "stop", "mask_s")}
@@ -116,10 +110,12 @@ def plan_resources(plan: RunPlan, resources: dict[str, float]) -> dict[str, Any]
             "gen_gpus": gen_gpus, "write_cpus": write_cpus, "threads": max(1, math.ceil(gen_cpus))}
 
 
-def run_ray(plan: RunPlan, log: Callable[[str], None] = print, runtime_env: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_ray(plan: RunPlan, log: Callable[[str], None] = print, runtime_env: dict[str, Any] | None = None, *,
+            fault_hook: FaultHook | None = None) -> dict[str, Any]:
     """Run the shards still to do through the Ray Data pipeline; returns the manifest.
 
     ``runtime_env`` (optional) is given to the actors of both stages (e.g. environment variables).
+    ``fault_hook`` is for tests only (see :data:`FaultHook`).
     """
     import ray
 
@@ -144,7 +140,7 @@ def run_ray(plan: RunPlan, log: Callable[[str], None] = print, runtime_env: dict
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(
             ShardMaskActor,
-            fn_constructor_kwargs={"shapes": cfg.shapes, "synth": plan.synth, "seed": cfg.seed},
+            fn_constructor_kwargs={"shapes": cfg.shapes, "synth": plan.synth, "seed": cfg.seed, "fault_hook": fault_hook},
             compute=ray.data.ActorPoolStrategy(size=r["mask_actors"]),
             num_cpus=r["mask_cpus"], batch_size=1, batch_format="numpy", **extra,
         )
@@ -154,7 +150,7 @@ def run_ray(plan: RunPlan, log: Callable[[str], None] = print, runtime_env: dict
         ds = ds.map_batches(
             ShardGenActor,
             fn_constructor_kwargs={"checkpoint": cfg.checkpoint, "style": cfg.style_choice, "batch_size": cfg.batch_size,
-                                   "threads": r["threads"]},
+                                   "threads": r["threads"], "fault_hook": fault_hook},
             compute=ray.data.ActorPoolStrategy(size=r["gen_actors"]),
             batch_size=1, batch_format="numpy", **gen_args, **extra,
         )

@@ -24,24 +24,21 @@ from typing import TYPE_CHECKING, Any
 
 from rbcray import storage
 from rbcray.config import from_dict, to_dict
-from rbcray.errors import RbcrayError
-from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig, check_vgg, format_metrics, latest_checkpoint
+from rbcray.errors import DataError, RbcrayError
+from rbcray.train.pix2pixhd import (
+    Pix2PixHDTrainConfig,
+    check_vgg,
+    format_metrics,
+    load_latest_state,
+)
 
 if TYPE_CHECKING:
     from rbcray.data.splits import Splits
 
-#: Fault injection for tests: "RANK:EPOCH:MARKER" makes worker RANK exit abruptly after finishing
-#: EPOCH (and reporting it), once: only while the file MARKER does not exist (it is created first).
-FAULT_ENV = "RBCRAY_FAULT_INJECT"
-
-
-def _maybe_fail(spec: str | None, rank: int, epoch: int) -> None:
-    if not spec:
-        return
-    r, e, marker = spec.split(":", 2)
-    if int(r) == rank and int(e) == epoch and not os.path.exists(marker):
-        Path(marker).write_text(f"worker {rank} killed after epoch {epoch}\n")
-        os._exit(1)
+#: A test's fault hook: ``hook(rank, epoch)`` is called by every worker after it has reported an
+#: epoch (and its checkpoint), and may kill the worker's process. Only a caller of
+#: :func:`train_distributed` can pass one (tests do); nothing reads it from the environment or a config.
+FaultHook = Callable[[int, int], None]
 
 
 def _say(msg: str) -> None:
@@ -85,11 +82,18 @@ def _worker(config: dict[str, Any]) -> None:
         ds = ds.subset(prov["stems"])
     trainer = Trainer(cfg, ds, device=rtt.get_device(), provenance=prov)
     ck = ray.train.get_checkpoint()
+    state, bad = None, None
     if ck is not None:
-        with ck.as_directory() as d:
-            trainer.load_state_dict(load_state(d), name=f"{out} (Ray checkpoint)")
-    elif (prev := latest_checkpoint(out)) is not None:  # e.g. a run begun with the plain loop
-        trainer.load_state_dict(load_state(prev), name=prev)
+        try:
+            with ck.as_directory() as d:
+                state, name = load_state(d), f"{out} (Ray checkpoint)"
+        except DataError as e:  # corrupt: fall back to the previous good one below
+            _say(f"warning: {e}; trying the previous checkpoint")
+            bad = ck.path
+    if state is None and (found := load_latest_state(out, _say, skip=bad)) is not None:
+        name, state = found  # e.g. a run begun with the plain loop, or Ray's latest was corrupt
+    if state is not None:
+        trainer.load_state_dict(state, name=name)
     if trainer.epoch and trainer.epoch < cfg.total_epochs:
         trainer.resumes.append(trainer.epoch)
         if rank == 0:
@@ -110,7 +114,8 @@ def _worker(config: dict[str, Any]) -> None:
                 ray.train.report(report, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
         else:
             ray.train.report(report)
-        _maybe_fail(config.get("fault"), rank, epoch)
+        if config.get("fault_hook") is not None:
+            config["fault_hook"](rank, epoch)
     if rank == 0:
         export_model(trainer, out, log=_say)
 
@@ -140,6 +145,7 @@ def train_distributed(
     log: Callable[[str], None] = print,
     splits: Splits | None = None,
     role: str | None = None,
+    fault_hook: FaultHook | None = None,
 ) -> dict[str, Any]:
     """Train on the Ray cluster (started or joined with init_ray); returns a summary of the run.
 
@@ -187,8 +193,8 @@ def train_distributed(
             "data": str(Path(data).resolve()),
             "out": out.rstrip("/") if storage.is_remote(out) else os.path.abspath(out),
             "threads": max(1, int(cpus_per_worker)),
-            "fault": os.environ.get(FAULT_ENV),
             "provenance": prov,
+            "fault_hook": fault_hook,  # tests only (see FaultHook)
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}),
         run_config=run_config,

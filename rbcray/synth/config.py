@@ -159,6 +159,9 @@ def synthesis_params(stats: dict[str, Any], where: str = "stats") -> dict[str, f
         out[k] = float(v)
     if out["width"] <= 0 or out["height"] <= 0:
         raise ConfigError(f"{where}: synthesis image size {out['width']:g}x{out['height']:g} is not positive")
+    for k in ("cells_mean", "cells_std", "cell_size"):
+        if out[k] < 0 or (k == "cell_size" and out[k] == 0):
+            raise ConfigError(f"{where}: synthesis.{k} = {out[k]:g} must be {'positive' if k == 'cell_size' else '>= 0'}")
     return out
 
 

@@ -156,14 +156,41 @@ def checkpoints_uri(out: str) -> str:
     return storage.join(out, "checkpoints")
 
 
-def latest_checkpoint(out: str) -> str | None:
-    """The newest complete checkpoint under ``out``: the plain loop's ``checkpoints/epoch_NNNN`` or
-    Ray Train's ``checkpoint_epoch_NNNN`` (a folder counts once its ``state.pt`` exists)."""
+def checkpoint_folders(out: str) -> list[str]:
+    """Complete checkpoints under ``out``, newest first: the plain loop's ``checkpoints/epoch_NNNN``
+    and Ray Train's ``checkpoint_epoch_NNNN`` (a folder counts once its ``state.pt`` exists)."""
     found = [(n, storage.join(checkpoints_uri(out), n)) for n in storage.listdir(checkpoints_uri(out)) if n.startswith("epoch_")]
     found += [(n[len("checkpoint_"):], storage.join(out, n)) for n in storage.listdir(out) if n.startswith("checkpoint_epoch_")]
-    for _, uri in sorted(found, reverse=True):
-        if storage.exists(storage.join(uri, "state.pt")):
-            return uri
+    return [uri for _, uri in sorted(found, reverse=True) if storage.exists(storage.join(uri, "state.pt"))]
+
+
+def latest_checkpoint(out: str) -> str | None:
+    """The newest complete checkpoint under ``out`` (see :func:`checkpoint_folders`), or None."""
+    folders = checkpoint_folders(out)
+    return folders[0] if folders else None
+
+
+def load_latest_state(out: str, log: Callable[[str], None] = print, skip: str | None = None) -> tuple[str, dict[str, Any]] | None:
+    """(folder, state) of the newest checkpoint under ``out`` that reads back intact, or None when
+    there is none. A corrupt newer one (hash mismatch, truncated, unreadable) is reported through
+    ``log`` and passed over, so a run resumes from the previous good checkpoint; when every one is
+    corrupt that is an error (starting again from scratch silently would discard the run).
+    ``skip`` is a folder already known to be bad."""
+    from rbcray.errors import DataError
+    from rbcray.models.pix2pixhd.checkpoint import load_state
+
+    bad = []
+    for uri in checkpoint_folders(out):
+        if skip is not None and uri.rstrip("/") == skip.rstrip("/"):
+            continue
+        try:
+            return uri, load_state(uri)
+        except DataError as e:
+            bad.append(uri)
+            log(f"warning: {e}; trying the previous checkpoint")
+    if bad:
+        raise DataError(f"{out}: no intact checkpoint ({len(bad)} corrupt: {', '.join(bad)}); "
+                        "move them away to start the run again")
     return None
 
 
@@ -186,7 +213,7 @@ def train(
     trained again (its model is exported if it is missing).
     """
     from rbcray.data.provenance import select_dataset
-    from rbcray.models.pix2pixhd.checkpoint import load_state, save_state
+    from rbcray.models.pix2pixhd.checkpoint import save_state
     from rbcray.train.pix2pixhd_export import export_model
     from rbcray.train.pix2pixhd_loop import Trainer, open_dataset
 
@@ -194,9 +221,10 @@ def train(
     ds, prov = select_dataset(open_dataset(data), splits, role)
     storage.check_writable(out)
     trainer = Trainer(cfg, ds, provenance=prov)
-    ck = latest_checkpoint(out)
-    if ck is not None:
-        trainer.load_state_dict(load_state(ck), name=ck)
+    found = load_latest_state(out, log)
+    if found is not None:
+        ck, state = found
+        trainer.load_state_dict(state, name=ck)
         if trainer.epoch < cfg.total_epochs:
             trainer.resumes.append(trainer.epoch)
             log(f"resuming from {ck} (epoch {trainer.epoch}/{cfg.total_epochs})")

@@ -2,7 +2,8 @@
 
 Training checkpoints (one folder per saved epoch) hold ``state.pt``: G, D, E, both optimisers,
 epoch, stage, the training config and the dataset statistics (as JSON strings), and the metric
-history. The final model folder that ``rbcray train --out URI`` leaves at ``URI/model/`` holds
+history; beside it ``state.sha256`` (the hex SHA-256 of ``state.pt``, written first) lets a reader
+tell a corrupt or half-copied ``state.pt`` from a good one. The final model folder that ``rbcray train --out URI`` leaves at ``URI/model/`` holds
 what generation needs::
 
     URI/model/generator.pt   {"G": state dict, "E": state dict or None, "stage": 1|2, "epoch": int}
@@ -30,6 +31,7 @@ from rbcray import __version__, storage
 from rbcray.errors import DataError
 
 STATE_FILE = "state.pt"
+STATE_HASH_FILE = "state.sha256"
 MODEL_DIR = "model"
 MODEL_FORMAT = "rbcray-pix2pixhd"
 MODEL_FILES = ("generator.pt", "styles.npz", "config.json", "stats.json")
@@ -52,22 +54,33 @@ def load_torch_bytes(data: bytes, name: str) -> Any:
 
 
 def save_state(folder: str | Path, state: dict[str, Any]) -> None:
-    """Write a training checkpoint folder (``state.pt`` + a human-readable ``config.json``)."""
+    """Write a training checkpoint folder (``state.sha256``, a human-readable ``config.json``, then
+    ``state.pt``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    storage.write_bytes(str(folder / STATE_FILE), torch_bytes(state))
+    data = torch_bytes(state)
+    storage.write_bytes(str(folder / STATE_HASH_FILE), f"{_sha256(data)}  {STATE_FILE}\n".encode())
     storage.write_bytes(str(folder / "config.json"), (json.dumps(json.loads(state["config"]), indent=2) + "\n").encode())
+    storage.write_bytes(str(folder / STATE_FILE), data)
 
 
 def load_state(folder: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint folder written by :func:`save_state` (local path or URI)."""
+    """Read a training checkpoint folder written by :func:`save_state` (local path or URI).
+
+    ``state.pt`` is checked against ``state.sha256`` when the folder has one (checkpoints
+    written before it was introduced have none); any mismatch or unreadable file is a :class:`DataError` naming it.
+    """
     uri = storage.join(str(folder), STATE_FILE)
     try:
         data = storage.read_bytes(uri)
+        hash_uri = storage.join(str(folder), STATE_HASH_FILE)
+        recorded = storage.read_bytes(hash_uri).decode("ascii", "replace").split()[:1] if storage.exists(hash_uri) else None
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001
         raise DataError(f"{uri}: cannot read checkpoint ({str(e).splitlines()[0][:160]})") from None
+    if recorded is not None and recorded != [_sha256(data)]:
+        raise DataError(f"{uri}: corrupt checkpoint (sha256 differs from {STATE_HASH_FILE})")
     state = load_torch_bytes(data, uri)
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT + "-state" or "G" not in state:
         raise DataError(f"{uri}: not an rbcray pix2pixHD training checkpoint")
@@ -112,8 +125,15 @@ def read_model(uri: str) -> tuple[dict[str, Any], dict[str, bytes]]:
         raise DataError(f"{storage.join(base, 'model.json')}: not valid JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
         raise DataError(f"{storage.join(base, 'model.json')}: not an rbcray pix2pixHD model manifest")
+    listed = manifest.get("files", {})
+    if not isinstance(listed, dict):
+        raise DataError(f"{storage.join(base, 'model.json')}: 'files' must map file names to sha256 digests")
     files = {}
-    for name, digest in manifest.get("files", {}).items():
+    for name, digest in listed.items():
+        # only the known plain names: a tampered manifest must not steer reads elsewhere ('../..', '/etc/..')
+        if name not in MODEL_FILES:
+            raise DataError(f"{storage.join(base, 'model.json')}: unexpected file name {name!r} (a model folder holds "
+                            f"{', '.join(MODEL_FILES)})")
         data = storage.read_bytes(storage.join(base, name))
         if _sha256(data) != digest:
             raise DataError(f"{storage.join(base, name)}: corrupt (sha256 differs from model.json)")
