@@ -97,6 +97,6 @@ def test_calibrate_cli_fits_on_train_scores_held_out_resumes_and_feeds_masks(ray
     for k in ("n_init", "kernel_inside", "kernel_scale", "contact_prob", "contact_overlap", "cells_mean"):
         assert synth[k] == rec["config"][k]
     # fitting without a split file on a folder fits on everything and has no held-out score
-    assert main(args[:3] + args[7:] + ["--work", str(tmp_path / "w2")]) == 0
+    assert main(args[:2] + args[6:] + ["--work", str(tmp_path / "w2")]) == 0
     rec2 = json.loads((tmp_path / "params.json").read_text())
     assert rec2["provenance"]["split"] == "all" and rec2["provenance"]["n_images"] == 10 and rec2["objective"]["held_out"] is None

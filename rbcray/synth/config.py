@@ -87,8 +87,10 @@ class SynthConfig:
     flip_v_prob: float = 0.5
     #: distinct augmented shapes per mask (0 = every cell its own): a mask with more cells re-uses
     #: them, each re-use turned by a random grid symmetry that leaves the augmentation law
-    #: unchanged (see engine.py); bounds the cost of augmentation on large canvases
-    shapes_per_mask: int = 0
+    #: unchanged (see engine.py); bounds the cost of augmentation on large canvases. 64 stays the
+    #: default because every cell its own costs more than a quarter of the mask time on the paper's
+    #: 669-cell canvas (42 %, benchmarks/bench_masks.py, docs/masks.md); 0 gives full independence
+    shapes_per_mask: int = 64
     #: shape-bank categories to draw exemplars from (COCO ids; 1 = RBC)
     categories: tuple[int, ...] = (1,)
 
