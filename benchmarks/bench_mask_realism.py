@@ -109,7 +109,7 @@ def synth_maps(bank: ShapeBank, cfg: SynthConfig, n: int, seed: int) -> list[np.
     return [synthesize(bank, cfg, seed, i).instances for i in range(n)]
 
 
-def run_set(name: str, root: str, splits_path: str, args: argparse.Namespace) -> dict[str, float]:
+def run_set(name: str, root: str, splits_path: str, args: argparse.Namespace, params_path: str | None = None) -> dict[str, float]:
     from rbcray.distributed.calibrate import tune_search
 
     print(f"== {name}: {root}", flush=True)
@@ -126,12 +126,23 @@ def run_set(name: str, root: str, splits_path: str, args: argparse.Namespace) ->
     rng = np.random.default_rng(0)
     fl = floor(real_imgs, rng, args.halves)
     t0 = time.perf_counter()
-    params, best, n_done = tune_search(calibration_bank(bank, seed=0), base.to_dict(), real_arrangement(ds, train),
-                                       trials=args.trials, n_masks=args.masks, seed=0,
-                                       work_dir=Path(args.work) / f"{name}-tune", concurrency=2, verbose=0)
-    cal = config_for(base, params)
-    print(f"  calibrated on train in {time.perf_counter() - t0:.0f} s ({n_done} trials): "
-          + ", ".join(f"{k}={v:.3g}" for k, v in params.items()), flush=True)
+    if params_path:  # fitted earlier by `rbcray calibrate ... --split train` (checked: train stems only)
+        from rbcray.io import read_json
+        from rbcray.synth.calibrate import load_params
+
+        rec = read_json(params_path)
+        if set(rec["provenance"]["stems"]) & set(test):
+            raise SystemExit(f"{params_path}: fitted on test images")
+        cal = SynthConfig.from_dict(load_params(params_path))
+        print(f"  calibrated placement from {params_path} (fitted on {rec['provenance']['n_images']} {rec['provenance']['split']} "
+              f"images): " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec["config"].items()), flush=True)
+    else:
+        params, best, n_done = tune_search(calibration_bank(bank, seed=0), base.to_dict(), real_arrangement(ds, train),
+                                           trials=args.trials, n_masks=args.masks, seed=0,
+                                           work_dir=Path(args.work) / f"{name}-tune", concurrency=2, verbose=0)
+        cal = config_for(base, params)
+        print(f"  calibrated on train in {time.perf_counter() - t0:.0f} s ({n_done} trials): "
+              + ", ".join(f"{k}={v:.3g}" for k, v in params.items()), flush=True)
     variants = {
         "paper (constant 0)": SynthConfig.from_dict({**base.to_dict(), "kernel_inside": "constant", "kernel_inner": 0.0}),
         "paper, 1 - G inside": SynthConfig.from_dict({**base.to_dict(), "kernel_inside": "reverted"}),
@@ -168,8 +179,9 @@ def run_set(name: str, root: str, splits_path: str, args: argparse.Namespace) ->
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", nargs=2, action="append", required=True, metavar=("DATASET_DIR", "SPLITS"),
-                    help="annotated real set and its split file (repeat for more sets)")
+    ap.add_argument("--set", nargs="+", action="append", required=True, metavar="DATASET_DIR SPLITS [PARAMS]",
+                    help="annotated real set, its split file and optionally a params.json of 'rbcray calibrate' fitted on "
+                         "its train split (else the search runs here); repeat for more sets")
     ap.add_argument("--trials", type=int, default=32)
     ap.add_argument("--masks", type=int, default=16, help="masks per calibration trial")
     ap.add_argument("--eval-masks", type=int, default=100)
@@ -178,9 +190,12 @@ def main() -> int:
     ap.add_argument("--work", default="bench-mask-realism", help="folder for Tune's runs (resumed when present)")
     args = ap.parse_args()
     parts = []
-    for i, (root, splits) in enumerate(args.set):
+    for i, spec in enumerate(args.set):
+        if len(spec) not in (2, 3):
+            ap.error("--set takes DATASET_DIR SPLITS [PARAMS]")
+        root, splits = spec[0], spec[1]
         name = Dataset.open(root).name.split("-")[0]
-        r = run_set(name, root, splits, args)
+        r = run_set(name, root, splits, args, spec[2] if len(spec) == 3 else None)
         keys = ("ks_nn", "ks_touch", "ks_ce", "ks_count", "ks_nn_real_vs_real")
         prefix = "" if i == 0 else f"{name}_"
         parts.append(" ".join(f"{prefix}{k}={r[k]:.3f}" for k in keys))

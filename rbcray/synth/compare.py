@@ -61,7 +61,9 @@ def _label(ds: Dataset) -> str:
     if not synth.get("placement"):
         return ds.name
     label = str(synth["placement"])
-    if label == "adhesive":
+    if (ds.meta.get("config") or {}).get("params"):  # made with a params.json of rbcray calibrate
+        label = "calibrated " + label
+    if synth["placement"] == "adhesive":
         extra = [f"n_init {synth['n_init']}"] if synth.get("n_init", 20) != 20 else []
         # the default reading (1 - G inside the kernel's disc) goes unnamed; the constant one is named
         extra += [f"inner {synth.get('kernel_inner', 0.0):g}"] if synth.get("kernel_inside", "constant") == "constant" else []
