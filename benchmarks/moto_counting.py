@@ -18,6 +18,7 @@ class _Counter:
     def __init__(self, app) -> None:
         self.app = app
         self.counts: collections.Counter[str] = collections.Counter()
+        self.paths: list[str] = []
         self.lock = threading.Lock()
 
     def __call__(self, environ, start_response):
@@ -25,6 +26,7 @@ class _Counter:
         kind = environ["REQUEST_METHOD"] + (" LIST" if environ["REQUEST_METHOD"] == "GET" and "list-type" in query else "")
         with self.lock:
             self.counts[kind] += 1
+            self.paths.append(f"{kind} {environ.get('PATH_INFO', '')}")
         return self.app(environ, start_response)
 
 
@@ -35,10 +37,16 @@ class CountingS3:
     def reset(self) -> None:
         with self._c.lock:
             self._c.counts.clear()
+            self._c.paths.clear()
 
     def counts(self) -> dict[str, int]:
         with self._c.lock:
             return dict(self._c.counts)
+
+    def requests(self) -> list[str]:
+        """'METHOD /bucket/key' of every request since the last reset."""
+        with self._c.lock:
+            return list(self._c.paths)
 
     def total(self) -> int:
         return sum(self.counts().values())

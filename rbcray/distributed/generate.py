@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from rbcray.errors import RbcrayError
-from rbcray.generate.engine import RunPlan, ShardFailed, ShardMasker, ShardTranslator, finish, write_payload
-from rbcray.generate.shards import Shard
+from rbcray.generate.engine import RunPlan, ShardMasker, ShardTranslator, finish, write_payload
+from rbcray.generate.engine import named_stage as _named
+from rbcray.generate.shards import Shard, ShardPlan
 
 #: Fault injection for tests: "STAGE:SHARD:MARKER" (STAGE mask or generate) makes that stage's
 #: actor die abruptly on shard index SHARD, once: only while the file MARKER does not exist.
@@ -51,14 +52,17 @@ def _one(batch: dict[str, np.ndarray], key: str) -> Any:
 class ShardMaskActor:
     """CPU actor: a shard's masks (one shard per call)."""
 
-    def __init__(self, shapes: str, synth: dict[str, Any], seed: int, shapes_sha256: str | None = None) -> None:
+    def __init__(self, shapes: str, synth: dict[str, Any], seed: int, num_samples: int, per_shard: int,
+                 shapes_sha256: str | None = None) -> None:
         from rbcray.distributed.masks import single_thread
 
         single_thread()
         self.masker = ShardMasker(shapes, synth, seed, shapes_sha256)
+        self.shards = ShardPlan(num_samples, per_shard)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        k, a, b = int(_one(batch, "index")), int(_one(batch, "start")), int(_one(batch, "stop"))
+        sh = self.shards[int(_one(batch, "index"))]
+        k, a, b = sh.index, sh.start, sh.stop
         _maybe_fail("mask", k)
         t = time.perf_counter()
         payload = _named(Shard(k, a, b), "masks", lambda: self.masker(a, b))
@@ -88,17 +92,6 @@ class ShardGenActor:
         return out
 
 
-def _named(shard: Shard, stage: str, fn: Callable[[], Any]) -> Any:
-    """Run a stage; an error becomes a :class:`ShardFailed` naming the shard (not retried)."""
-    try:
-        return fn()
-    except ShardFailed:
-        raise
-    except Exception as e:  # noqa: BLE001 - every failure is reported with the shard it hit
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ShardFailed(f"{shard.name}: {stage} failed: {msg[:300]}") from None
-
-
 def _writer(out: str, constants: dict[str, Any], png: bool, coco: bool) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     def write(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t = time.perf_counter()
@@ -113,9 +106,9 @@ def _writer(out: str, constants: dict[str, Any], png: bool, coco: bool) -> Calla
 
 
 #: Ray memory requests of the actors when resources are declared (a 1920x1200 shard of 64 samples
-#: is ~250 MB as payload; the generator also holds the model and its activations)
+#: is ~250 MB as payload; the generator also holds the model, its host buffers and PNG encoders)
 GEN_MEMORY = 6 * 2**30
-MASK_MEMORY = 2 * 2**30
+MASK_MEMORY = 1 * 2**30
 #: restarts of a dead actor and retries of its task: a crash that repeats is deterministic
 MAX_RESTARTS = 3
 MAX_TASK_RETRIES = 3
@@ -271,7 +264,9 @@ def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, A
     r = plan_resources(plan, res)
     _probe_nodes(cfg.out)
     wait_for_resources(r, cfg.wait_for_resources, log)
-    todo = plan.todo
+    todo = plan.todo_indices()
+    last = len(plan.shards) - 1  # only the last shard can be short
+    n_new = len(todo) * plan.per_shard - (plan.per_shard - plan.shards[last].count) * int(last in set(todo[-1:].tolist()))
     pools = {k: f"{r[f'{k}_actors']}" + (f"..{r[f'{k}_actors_max']}" if r[f"{k}_actors_max"] != r[f"{k}_actors"] else "")
              for k in ("mask", "gen")}
     log(f"pipeline: {len(todo)} shard(s) of up to {plan.per_shard} samples; {pools['mask']} mask actor(s) x "
@@ -284,15 +279,16 @@ def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, A
     entries = list(plan.done.values())
     busy = {"mask": 0.0, "generate": 0.0, "write": 0.0}
     done_at: list[tuple[float, int]] = []
-    if todo:
-        items = [{"index": s.index, "start": s.start, "stop": s.stop} for s in todo]
+    if len(todo):
         extra: dict[str, Any] = {"runtime_env": runtime_env} if runtime_env else {}
         retries = {"max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES}
         mem = {"memory": r["mask_memory"]} if r["mask_memory"] else {}
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        # one row per shard to do: its index only (8 bytes; the actors compute its id range)
+        ds = ray.data.from_numpy(todo).rename_columns({"data": "index"}).repartition(len(todo))
         ds = ds.map_batches(
             ShardMaskActor,
-            fn_constructor_kwargs={"shapes": cfg.shapes, "synth": plan.synth, "seed": cfg.seed, "shapes_sha256": plan.shapes_sha256},
+            fn_constructor_kwargs={"shapes": cfg.shapes, "synth": plan.synth, "seed": cfg.seed, "num_samples": cfg.num_samples,
+                                   "per_shard": plan.per_shard, "shapes_sha256": plan.shapes_sha256},
             compute=ray.data.ActorPoolStrategy(min_size=r["mask_actors"], max_size=r["mask_actors_max"]),
             num_cpus=r["mask_cpus"], batch_size=1, batch_format="numpy", **mem, **retries, **extra,
         )
@@ -329,8 +325,7 @@ def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, A
         entries += list(written.values())
     seconds = time.perf_counter() - t0
     manifest = finish(plan, entries, seconds, busy)
-    n_new = sum(s.count for s in todo)
-    if todo and seconds > 0:
+    if len(todo) and seconds > 0:
         wall = max(seconds, 1e-9)
         log(f"generated {n_new} samples in {seconds:.1f} s ({n_new / wall:.2f} samples/s); stage busy: "
             f"masks {busy['mask'] / (wall * r['mask_actors']):.0%}, generator {busy['generate'] / (wall * r['gen_actors']):.0%}, "
@@ -338,7 +333,7 @@ def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, A
     # steady state: samples written after the first shard, over the time from first to last shard
     # (leaves out actor start-up, model loading and the pipeline filling up)
     steady = None
-    if todo and len(done_at) >= 2:
+    if len(todo) and len(done_at) >= 2:
         done_at.sort()
         span = done_at[-1][0] - done_at[0][0]
         steady = sum(c for _, c in done_at[1:]) / span if span > 0 else None

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from rbcray import __version__, storage
@@ -48,6 +49,18 @@ from rbcray.io import decode_png
 
 class ShardFailed(RbcrayError):
     """A stage failed on a shard for a reason a retry cannot fix (the message names the shard)."""
+
+
+def named_stage(shard: S.Shard, stage: str, fn: Callable[[], Any]) -> Any:
+    """Run a stage on a shard; an error becomes a :class:`ShardFailed` naming the shard and the
+    reason (transient storage errors were already retried where they happen)."""
+    try:
+        return fn()
+    except ShardFailed:
+        raise
+    except Exception as e:  # noqa: BLE001 - every failure is reported with the shard it hit
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ShardFailed(f"{shard.name}: {stage} failed: {msg[:300]}") from None
 
 
 @dataclass
@@ -67,7 +80,16 @@ class RunPlan:
 
     @property
     def todo(self) -> list[S.Shard]:
-        return [s for s in self.shards if s.name not in self.done]
+        return [self.shards[int(k)] for k in self.todo_indices()]
+
+    def todo_indices(self) -> np.ndarray:
+        """Indices of the shards still to write (int64; 8 bytes per shard, for plans of 10^8 samples)."""
+        mask = np.ones(len(self.shards), dtype=bool)
+        for name in self.done:
+            k = self.shards.index_of(name)
+            if k is not None:
+                mask[k] = False
+        return np.flatnonzero(mask)
 
     @property
     def plan_id(self) -> str:
@@ -300,7 +322,7 @@ def finish(plan: RunPlan, entries: list[dict[str, Any]], seconds: float, stage_s
         if plan.lease is not None:
             if plan.lease.lost:
                 raise RbcrayError(plan.lease.lost)
-            plan.lease.check()
+            plan.lease.check()  # never write a manifest for an output another run took over
         names = {e["name"] for e in entries}
         missing = [s.name for s in plan.shards if s.name not in names]
         if missing:
@@ -330,21 +352,23 @@ def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], Non
     cfg = plan.cfg
     try:
         t0 = time.perf_counter()
-        masker = ShardMasker(cfg.shapes, plan.synth, cfg.seed, plan.shapes_sha256)
-        translator = ShardTranslator(cfg.checkpoint, cfg.style_choice, cfg.batch_size, device,
-                                     checkpoint_sha256=plan.checkpoint_sha256)
+        todo = plan.todo
+        if todo:  # a re-run with nothing to do loads nothing
+            masker = ShardMasker(cfg.shapes, plan.synth, cfg.seed, plan.shapes_sha256)
+            translator = ShardTranslator(cfg.checkpoint, cfg.style_choice, cfg.batch_size, device,
+                                         checkpoint_sha256=plan.checkpoint_sha256)
         entries = list(plan.done.values())
         busy = {"mask": 0.0, "generate": 0.0, "write": 0.0}
         constants = plan.constants()
-        for sh in plan.todo:
+        for sh in todo:
             if plan.lease is not None and plan.lease.lost:
                 raise RbcrayError(plan.lease.lost)
             a = time.perf_counter()
-            p = masker(sh.start, sh.stop)
+            p = named_stage(sh, "masks", lambda sh=sh: masker(sh.start, sh.stop))
             b = time.perf_counter()
-            p = translator(p)
+            p = named_stage(sh, "images", lambda p=p: translator(p))
             c = time.perf_counter()
-            entries.append(write_payload(cfg.out, sh, p, constants, cfg.png, cfg.coco))
+            entries.append(named_stage(sh, "write", lambda sh=sh, p=p: write_payload(cfg.out, sh, p, constants, cfg.png, cfg.coco)))
             busy["mask"] += b - a
             busy["generate"] += c - b
             busy["write"] += time.perf_counter() - c
