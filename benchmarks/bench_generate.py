@@ -56,7 +56,7 @@ from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig, train  # noqa: E402
 CONFIGS = Path(__file__).resolve().parents[1] / "rbcray" / "configs"
 
 
-def make_inputs(tmp: Path, checkpoint: str | None, log) -> dict[str, str]:
+def make_inputs(tmp: Path, checkpoint: str | None, log, demo_model: bool = True) -> dict[str, str]:
     src = open_source("chula-rbc-12")
     ds = annotate_source(src, tmp / "annotated", config_for_source(src.name), limit=6)
     write_json(tmp / "stats.json", dataset_stats(Dataset.open(ds)))
@@ -64,7 +64,7 @@ def make_inputs(tmp: Path, checkpoint: str | None, log) -> dict[str, str]:
     out = {"shapes": str(tmp / "shapes.parquet"), "stats": str(tmp / "stats.json")}
     if checkpoint:
         out["checkpoint"] = checkpoint
-    else:
+    elif demo_model:
         from rbcray.config import load_config
 
         demo = load_config(Pix2PixHDTrainConfig, CONFIGS / "pix2pixhd_demo.yaml")
@@ -79,6 +79,7 @@ def make_inputs(tmp: Path, checkpoint: str | None, log) -> dict[str, str]:
     )
     train(tiny, ds, str(tmp / "tiny"), log=lambda m: None)
     out["tiny"] = str(tmp / "tiny")
+    out.setdefault("checkpoint", out["tiny"])
     return out
 
 
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mask-samples", type=int, default=24, help="samples per run of the mask-actor comparison")
     ap.add_argument("--cpu-samples", type=int, default=3, help="1920x1200 samples of the CPU-per-sample measurement")
     ap.add_argument("--batch-samples", type=int, default=8, help="samples of the micro-batch comparison")
-    ap.add_argument("--only-cpu", action="store_true", help="only the CPU-per-sample and micro-batch measurements")
+    ap.add_argument("--only-cpu", action="store_true",
+                    help="only the CPU-per-sample and micro-batch measurements (the latter on the tiny model unless --checkpoint)")
     args = ap.parse_args(argv)
     cores = os.cpu_count() or 1
     threads = args.threads or (1 if cores <= 2 else max(1, cores - 2))
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_generate_"))
     try:
-        inputs = make_inputs(tmp, args.checkpoint, print)
+        inputs = make_inputs(tmp, args.checkpoint, print, demo_model=not args.only_cpu)
         stats = json.loads(Path(inputs["stats"]).read_text())
         synth = resolve_config(stats).to_dict()
         print(f"machine: {cores} cores, load {os.getloadavg()[0]:.2f}; generator threads {threads}; "

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             index = tmp / "out" / S.INDEX
             index.mkdir(parents=True, exist_ok=True)
             for sh in plan.shards[: int(len(plan.shards) * args.resume_fraction)]:
-                (index / f"{sh.name.removesuffix('.parquet')}.100.{'0' * 64}").touch()
+                (index / S.marker_name({"start": sh.start, "stop": sh.stop, "bytes": 100, "sha256": "0" * 64})).touch()
         tracemalloc.start()
         t = time.perf_counter()
         plan = prepare(cfg, log=print)

@@ -71,7 +71,9 @@ def build(s3, inputs: dict[str, str], out: str, n: int, body_bytes: int) -> Gene
     def put(k: int) -> None:
         name = S.plan_shards(n, 1)[k].name
         client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=body)
-        client.put_object(Bucket=bucket, Key=f"{prefix}/{S.INDEX}/{name.removesuffix('.parquet')}.{body_bytes}.{sha}", Body=b"")
+        sh = S.plan_shards(n, 1)[k]
+        marker = S.marker_name({"start": sh.start, "stop": sh.stop, "bytes": body_bytes, "sha256": sha})
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{S.INDEX}/{marker}", Body=b"")
 
     with cf.ThreadPoolExecutor(16) as pool:
         list(pool.map(put, range(n)))

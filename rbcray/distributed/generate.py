@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from rbcray.distributed.runtime import bundles_that_fit, wait_for_bundles
 from rbcray.errors import RbcrayError
 from rbcray.generate.engine import RunPlan, ShardMasker, ShardTranslator, finish, write_payload
 from rbcray.generate.engine import named_stage as _named
@@ -150,11 +151,7 @@ def plan_resources(plan: RunPlan, resources: dict[str, float]) -> dict[str, Any]
 
 def actors_that_fit(nodes: list[dict[str, float]], need: dict[str, float]) -> int:
     """How many actors asking ``need`` (CPU, GPU, memory) the nodes can hold, each on one node."""
-    total = 0
-    for node in nodes:
-        counts = [node.get(k, 0.0) / v for k, v in need.items() if v]
-        total += int(min(counts)) if counts else 0
-    return total
+    return bundles_that_fit(nodes, need)
 
 
 def wait_for_resources(r: dict[str, Any], timeout_s: float, log: Callable[[str], None],
@@ -163,35 +160,11 @@ def wait_for_resources(r: dict[str, Any], timeout_s: float, log: Callable[[str],
     them fit on live nodes; after ``timeout_s`` fail in one line."""
     if not r["declared"] or not r["gen_gpus"]:
         return
-    import ray
-
     need = {"GPU": r["gen_gpus"], "CPU": r["gen_cpus"], "memory": r["gen_memory"] or 0}
-    if nodes_fn is None:
-        def nodes_fn() -> list[dict[str, float]]:
-            return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
-        try:
-            from ray.autoscaler.sdk import request_resources
-
-            request_resources(bundles=[{k: v for k, v in need.items() if v}] * r["gen_actors"])
-        except Exception:  # noqa: BLE001 - no autoscaler (a fixed cluster): just wait and see
-            pass
-    deadline = time.monotonic() + timeout_s
-    said = False
-    while True:
-        nodes = nodes_fn()
-        if actors_that_fit(nodes, need) >= r["gen_actors"]:
-            return
-        if time.monotonic() >= deadline:
-            offers = sorted({f"{n.get('GPU', 0):g} GPU + {n.get('CPU', 0):g} CPU + {n.get('memory', 0) / 2**30:.0f} GiB"
-                             for n in nodes if n.get("GPU")})
-            have = f"GPU nodes offer {', '.join(offers)}" if offers else "the cluster has no GPU node"
-            raise RbcrayError(f"waited {timeout_s:.0f} s for {r['gen_actors']} generator actor(s) of {need['GPU']:g} GPU + "
-                              f"{need['CPU']:g} CPU + {need['memory'] / 2**30:.0f} GiB: {have} (see --wait-for-resources, "
-                              "--gen-actors, --gen-cpus and the cluster's GPU node type)")
-        if not said:
-            log(f"waiting up to {timeout_s:.0f} s for {r['gen_actors']} generator actor(s) of {need['GPU']:g} GPU to fit ...")
-            said = True
-        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+    try:
+        wait_for_bundles(need, r["gen_actors"], timeout_s, "generator actor(s)", log, nodes_fn, poll_s)
+    except RbcrayError as e:
+        raise RbcrayError(f"{e} (see --wait-for-resources, --gen-actors, --gen-cpus and the cluster's GPU node type)") from None
 
 
 def check_shared_output(out: str, node_ids: list[str], exists_on: Callable[[str, str], bool]) -> None:

@@ -342,9 +342,13 @@ def finish(plan: RunPlan, entries: list[dict[str, Any]], seconds: float, stage_s
             "run_id": plan.lease.run_id if plan.lease else None,
             "timing": {"seconds": seconds, **{f"{k}_seconds": v for k, v in stage_seconds.items()}},
         }
-        return S.write_manifest(plan.cfg.out, entries, info)
-    finally:
+        manifest = S.write_manifest(plan.cfg.out, entries, info)
+    except BaseException:
         plan.release()
+        raise
+    if plan.lease is not None:
+        plan.lease.release(checked=True)
+    return manifest
 
 
 def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:

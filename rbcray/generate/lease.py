@@ -100,13 +100,16 @@ class Lease:
             raise RbcrayError(f"{self.out}: this run ({self.run_id}) lost its lease to "
                               + (_describe(holder, time.time()) if holder else "nobody (the lease was removed)"))
 
-    def release(self) -> None:
+    def release(self, checked: bool = False) -> None:
+        """Stop the heartbeat and remove the lease if this run still holds it (``checked``: the
+        caller has just verified that with :meth:`check`)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            self._thread = None
         try:
-            data = objects.read(self.uri)
-            if data and json.loads(data).get("run_id") == self.run_id:
+            data = b"" if checked else objects.read(self.uri)
+            if checked or (data and json.loads(data).get("run_id") == self.run_id):
                 objects.remove(self.uri)
         except Exception:  # noqa: BLE001 - best effort on the way out; a stale lease can be taken over
             pass

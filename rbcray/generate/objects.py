@@ -93,8 +93,7 @@ def read(uri: str) -> bytes | None:
     def go() -> bytes | None:
         fs, path = storage.filesystem(uri)
         try:
-            with fs.open(path, "rb") as f:
-                return f.read()
+            return fs.cat_file(path)  # one GET (opening a file would HEAD it first)
         except FileNotFoundError:
             return None
 
@@ -161,17 +160,35 @@ def move(src: str, dst: str) -> bool:
 
     def go() -> bool:
         try:
-            fs.copy(a, b)
+            if storage.scheme(src) == "s3":  # one CopyObject (s3fs's copy would HEAD, then LIST a missing key)
+                bucket, key = a.split("/", 1)
+                dbucket, dkey = b.split("/", 1)
+                fs.call_s3("copy_object", Bucket=dbucket, Key=dkey, CopySource={"Bucket": bucket, "Key": key})
+            else:
+                fs.copy(a, b)
         except FileNotFoundError:
             return False
-        fs.rm(a)
+        except Exception as e:  # noqa: BLE001 - botocore's NoSuchKey
+            if "NoSuchKey" in str(e) or "Not Found" in str(e) or "404" in str(e):
+                return False
+            raise
+        fs.rm_file(a)
         return True
 
     return retrying(go, src)
 
 
 def remove(uri: str) -> None:
-    retrying(lambda: storage.remove(uri), uri)
+    """Delete one object or local file (one DELETE; absent is fine)."""
+
+    def go() -> None:
+        fs, path = storage.filesystem(uri)
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+
+    retrying(go, uri)
 
 
 def info(uri: str) -> dict[str, Any] | None:

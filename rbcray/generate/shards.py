@@ -7,7 +7,7 @@ training code reads without rbcray. Layout of an output ``OUT`` (local folder or
     OUT/_manifest.json                      written last: an output without it is incomplete
     OUT/_plan.json                          the run's content config (a re-run must agree)
     OUT/_lease.json                         the running run's lease (one run per output)
-    OUT/_index/                             one empty marker per written shard (size, SHA-256)
+    OUT/_index/                             one empty marker per written shard (range, size, SHA-256)
     OUT/_coco/, OUT/_png/                   optional exports (--coco, --png)
 
 Every non-sample name starts with '_', so Arrow's dataset discovery (``pandas.read_parquet(OUT)``,
@@ -18,7 +18,7 @@ Face ``datasets.load_dataset("parquet", data_dir=OUT)`` picks out as the train s
 - shard ``k`` holds sample ids ``[k*S, min((k+1)*S, N))`` and is named after that range, so names
   are a function of the plan, never of which worker wrote what;
 - each shard is written whole (temporary name + rename locally, one upload on object storage),
-  then its marker ``_index/<stem>.<bytes>.<sha256>``: a re-run learns which shards are done, and
+  then its marker ``_index/<start>-<stop>.<bytes>.<sha256>``: a re-run learns which shards are done, and
   their sizes and checksums, from one LIST of ``_index/`` (no shard is read);
 - the image columns are Hugging Face ``Image`` structs (``{bytes: PNG, path: null}``), declared in
   the schema's ``huggingface`` metadata, so ``ds[0]["image"]`` is a PIL image; run constants
@@ -198,7 +198,9 @@ def table_bytes(table: pa.Table) -> bytes:
 
 
 def marker_name(entry: dict[str, Any]) -> str:
-    return f"{entry['name'].removesuffix('.parquet')}.{entry['bytes']}.{entry['sha256']}"
+    """``<start>-<stop>.<bytes>.<sha256>`` (no ``train-`` prefix: Hugging Face's split pattern
+    would take the markers for data files)."""
+    return f"{entry['start']:09d}-{entry['stop']:09d}.{entry['bytes']}.{entry['sha256']}"
 
 
 def write_shard(out: str, shard: Shard, rows: Sequence[dict[str, Any]], constants: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -223,7 +225,7 @@ def done_from_listing(out: str, plan: ShardPlan) -> dict[str, dict[str, Any]]:
             nbytes_i = int(nbytes)
         except ValueError:
             continue
-        k = plan.index_of(stem + ".parquet")
+        k = plan.index_of(f"{SHARD_PREFIX}{stem}.parquet")
         if k is None or len(sha) != 64:
             continue
         sh = plan[k]
