@@ -49,7 +49,7 @@ def test_pandas_duckdb_and_hf_datasets_read_the_output(small, tmp_path, monkeypa
 
     df = pd.read_parquet(small)
     assert sorted(df["sample_id"]) == list(range(N))
-    n = duckdb.sql(f"select count(*) from read_parquet('{small}/**/*.parquet')").fetchone()[0]
+    n = duckdb.sql(f"select count(*) from read_parquet('{small}/**/*.parquet')").fetchall()[0][0]
     assert n == N
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     import datasets
