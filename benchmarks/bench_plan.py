@@ -8,14 +8,14 @@ markers for that fraction of the shards (a resumed run) to include their parsing
 Tiny real inputs (3 annotated Chula images, a tiny pix2pixHD) as in bench_resume.
 
 Ends with: ``plan_samples=<int> plan_shards=<int> plan_s=<float> driver_peak_mib=<float>``
-(peak Python allocations during planning, tracemalloc) and ``driver_rss_mib=<float>`` (the
-process's peak resident set, everything imported included).
+(peak Python allocations during planning, tracemalloc), ``driver_rss_mib=<float>`` (the
+process's peak resident set during planning, Linux VmHWM reset just before: torch, Ray and the
+inputs already loaded) and ``rss_before_mib=<float>`` (its resident set just before).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import sys
 import tempfile
@@ -32,6 +32,14 @@ from rbcray.config import from_dict  # noqa: E402
 from rbcray.generate import shards as S  # noqa: E402
 from rbcray.generate.config import GenerateConfig  # noqa: E402
 from rbcray.generate.engine import prepare  # noqa: E402
+
+
+def _vm(key: str) -> float:
+    """A /proc/self/status memory figure in MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             index.mkdir(parents=True, exist_ok=True)
             for sh in plan.shards[: int(len(plan.shards) * args.resume_fraction)]:
                 (index / S.marker_name({"start": sh.start, "stop": sh.stop, "bytes": 100, "sha256": "0" * 64})).touch()
+        rss_before = _vm("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
         tracemalloc.start()
         t = time.perf_counter()
         plan = prepare(cfg, log=print)
@@ -59,11 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         plan.release()
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss = _vm("VmHWM")
         print(f"{args.samples} samples in {len(plan.shards)} shards of {plan.per_shard}; {len(todo)} to do; "
-              f"planned in {seconds:.2f} s, peak Python allocations {peak / 2**20:.1f} MiB, process peak RSS {rss:.0f} MiB")
+              f"planned in {seconds:.2f} s, peak Python allocations {peak / 2**20:.1f} MiB, process RSS {rss_before:.0f} MiB "
+              f"before, peak {rss:.0f} MiB during planning")
         print(f"plan_samples={args.samples} plan_shards={len(plan.shards)} plan_s={seconds:.3f} "
-              f"driver_peak_mib={peak / 2**20:.1f} driver_rss_mib={rss:.0f}")
+              f"driver_peak_mib={peak / 2**20:.1f} driver_rss_mib={rss:.0f} rss_before_mib={rss_before:.0f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
