@@ -74,13 +74,13 @@ def write_shards(chula_root: Path, out: Path, n: int, start: int = 100, per_shar
         inst = otsu_instances(img)
         ids, boxes = instance_boxes(inst)
         rows.append({
-            "sample_id": sid, "seed": 7, "image": encode_png(img), "instance_mask": encode_png(inst),
-            "color_mask": encode_png(encode_color_mask(inst)), "width": img.shape[1], "height": img.shape[0],
+            "sample_id": sid, "seed": 7, "image": {"bytes": encode_png(img), "path": None},
+            "instance_mask": {"bytes": encode_png(inst), "path": None},
+            "color_mask": {"bytes": encode_png(encode_color_mask(inst)), "path": None}, "width": img.shape[1], "height": img.shape[0],
             "n_cells": len(ids),
             "boxes": [{"x0": int(b[0]), "y0": int(b[1]), "x1": int(b[2]), "y1": int(b[3]), "instance_id": int(i), "class": 1}
                       for i, b in zip(ids, boxes)],
-            "styles": [0] * len(ids), "checkpoint_sha256": "0" * 64, "shapes_sha256": "0" * 64,
-            "rbcray_version": "test", "config": json.dumps({"seed": 7}),
+            "styles": [0] * len(ids),
         })
     shards = []
     # written in reverse id order: the reader must sort by sample id, not trust file order
@@ -91,5 +91,5 @@ def write_shards(chula_root: Path, out: Path, n: int, start: int = 100, per_shar
         shards.append({"file": name, "count": len(part)})
     if manifest:
         prov = provenance if provenance is not None else generator_provenance([f"c{start + k}" for k in range(n)])
-        (out / "manifest.json").write_text(json.dumps({"count": n, "shards": shards, "provenance": prov}))
+        (out / "_manifest.json").write_text(json.dumps({"count": n, "shards": shards, "provenance": prov}))
     return out

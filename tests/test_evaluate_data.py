@@ -56,7 +56,7 @@ def test_shard_reader_follows_issue5_schema(data):
 
 def test_shard_reader_errors(tmp_path, data, chula_root):
     incomplete = write_shards(chula_root, tmp_path / "inc", 2, manifest=False)
-    with pytest.raises(DataError, match="no manifest.json"):
+    with pytest.raises(DataError, match="no _manifest.json"):
         open_synthetic(str(incomplete))
     with pytest.raises(DataError, match="not found"):
         open_synthetic(str(tmp_path / "nothing"))

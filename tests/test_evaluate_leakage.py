@@ -97,9 +97,9 @@ def test_provenance_read_from_the_artefacts_the_manifest_names(data, tmp_path, c
     (tmp_path / "stats.json").write_text(json.dumps({"synthesis": {}, "provenance": rec}))
     table = pa.table({"stem": ["a"]}).replace_schema_metadata({b"rbcray_provenance": json.dumps(bad).encode()})
     pq.write_table(table, tmp_path / "shapes.parquet")
-    m = json.loads((shards / "manifest.json").read_text())
+    m = json.loads((shards / "_manifest.json").read_text())
     m.update(checkpoint=str(tmp_path / "p2p"), shapes=str(tmp_path / "shapes.parquet"), stats=str(tmp_path / "stats.json"))
-    (shards / "manifest.json").write_text(json.dumps(m))
+    (shards / "_manifest.json").write_text(json.dumps(m))
     assert run_check(tmp_path, config(data, shards)) == 2
     err = capsys.readouterr().err
     assert "shapes" in err and bad["stems"][0] in err

@@ -85,7 +85,7 @@ def test_incomplete_shards_are_refused(data, tmp_path, chula_root, capsys):
     shards = write_shards(chula_root, tmp_path / "partial", 4, manifest=False)
     cfg = config(data, datasets=[{**config(data)["datasets"][0], "synthetic": str(shards)}])
     assert main(["evaluate", "--config", write(tmp_path, cfg), "--out", str(tmp_path / "o")]) == 2
-    assert "no manifest.json" in capsys.readouterr().err
+    assert "no _manifest.json" in capsys.readouterr().err
 
 
 def test_check_only(data, tmp_path, capsys):

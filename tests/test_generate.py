@@ -33,7 +33,7 @@ def _args(inputs: dict[str, str], out: str, *extra: str) -> list[str]:
 
 
 def _shard_bytes(out) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.parquet"))}
+    return {p.name: p.read_bytes() for p in sorted(out.glob("train-*.parquet"))}
 
 
 @pytest.fixture(scope="module")
@@ -45,41 +45,54 @@ def reference(inputs, tmp_path_factory):
 
 
 def test_local_run_is_complete_and_readable_without_rbcray(reference) -> None:
+    from pycocotools.coco import COCO
+
+    from rbcray.generate.shards import read_constants
+
     assert verify_output(str(reference))["problems"] == []
-    manifest = json.loads((reference / "manifest.json").read_text())
+    manifest = json.loads((reference / "_manifest.json").read_text())
     assert manifest["n_samples"] == N and [s["count"] for s in manifest["shards"]] == [3, 3, 3, 1]
-    df = pd.concat(pd.read_parquet(p) for p in sorted(reference.glob("shard-*.parquet")))
-    assert df["sample_id"].tolist() == list(range(N)) and (df["width"] == 128).all() and (df["height"] == 96).all()
-    row = df.iloc[0]
-    img = decode_png(row["image"])
+    df = pd.read_parquet(reference)  # the whole output: the shards and nothing else
+    assert sorted(df["sample_id"].tolist()) == list(range(N)) and (df["width"] == 128).all() and (df["height"] == 96).all()
+    row = df.sort_values("sample_id").iloc[0]
+    img = decode_png(row["image"]["bytes"])
     assert img.shape == (96, 128, 3) and img.dtype == np.uint8 and img.std() > 1
     assert len(row["boxes"]) == row["n_cells"] == len(row["styles"]) > 0
-    assert set(json.loads(row["config"])["synth"]) >= {"cells_mean", "cell_size", "placement"}
-    # the PNG tree and COCO JSON hold the same samples
-    assert len(list((reference / "images").glob("*.png"))) == N
-    assert (reference / "instances" / "000000000.png").read_bytes() == row["instance_mask"]
-    coco = json.loads((reference / "coco.json").read_text())
-    assert len(coco["images"]) == N and len(coco["annotations"]) == int(df["n_cells"].sum())
+    constants = read_constants(str(reference / manifest["shards"][0]["name"]))
+    assert set(constants["config"]["synth"]) >= {"cells_mean", "cell_size", "placement"}
+    assert constants["checkpoint_sha256"] == manifest["checkpoint_sha256"] and constants["plan_id"] == manifest["plan_id"]
+    # the PNG tree and the COCO fragments hold the same samples
+    assert len(list((reference / "_png" / "images").glob("*.png"))) == N
+    assert (reference / "_png" / "instances" / "000000000.png").read_bytes() == row["instance_mask"]["bytes"]
+    frags = sorted((reference / "_coco").glob("part-*.json"))
+    assert len(frags) == 4
+    coco = COCO(str(frags[0]))
+    assert len(coco.getImgIds()) == 3 and len(coco.getAnnIds(imgIds=[1])) == int(row["n_cells"])
 
 
-def test_ray_run_equals_local_run_whatever_the_actors_and_batches(inputs, reference, tmp_path, ray_session) -> None:
+def test_ray_run_equals_local_run_whatever_the_actors(inputs, reference, tmp_path, ray_session) -> None:
     out = tmp_path / "out"
-    assert main(_args(inputs, str(out), "--mask-actors", "2", "--batch-size", "2", "--png", "--coco")) == 0
+    assert main(_args(inputs, str(out), "--mask-actors", "2", "--gen-actors", "1:2", "--png", "--coco")) == 0
     assert _shard_bytes(out) == _shard_bytes(reference)
-    assert (out / "coco.json").read_bytes() == (reference / "coco.json").read_bytes()
+    for p in (reference / "_coco").glob("*.json"):
+        assert (out / "_coco" / p.name).read_bytes() == p.read_bytes()
 
 
 def test_rerun_writes_only_missing_shards(inputs, reference, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    (out / "manifest.json").unlink()  # as if the run had crashed after its third shard
-    (out / "shard-000000009-000000010.parquet").unlink()
-    before = {p: p.stat().st_mtime_ns for p in out.glob("shard-*.parquet")}
+    old_manifest = (out / "_manifest.json").read_bytes()
+    (out / "train-000000009-000000010.parquet").unlink()  # as if the run had crashed after its third shard
+    for m in (out / "_index").glob("000000009-*"):
+        m.unlink()
+    before = {p: p.stat().st_mtime_ns for p in out.glob("train-*.parquet")}
     capsys.readouterr()
     assert main(_args(inputs, str(out), "--local", "--png", "--coco")) == 0
     assert "resuming: 3 of 4 shard(s) already written" in capsys.readouterr().err
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # finished shards untouched
     assert _shard_bytes(out) == _shard_bytes(reference)
+    assert (out / "_manifest.previous.json").read_bytes() == old_manifest  # moved aside at start
+    assert not (out / "_lease.json").exists()
 
 
 def test_killed_actors_lose_and_duplicate_nothing(inputs, reference, tmp_path, ray_session, monkeypatch) -> None:
@@ -97,9 +110,7 @@ def test_killed_actors_lose_and_duplicate_nothing(inputs, reference, tmp_path, r
         res = verify_output(str(out))
         assert res["problems"] == [] and res["n_samples"] == N and manifest["n_samples"] == N
         assert _shard_bytes(out) == _shard_bytes(reference)
-        (out / "manifest.json").unlink()
-        for p in out.glob("shard-*.parquet"):
-            p.unlink()
+        shutil.rmtree(out)
 
 
 def test_s3_output_and_verify_cli(inputs, reference, s3_server, ray_session, capsys) -> None:
@@ -111,23 +122,30 @@ def test_s3_output_and_verify_cli(inputs, reference, s3_server, ray_session, cap
     capsys.readouterr()
     assert main(["verify", uri, "--quiet"]) == 0
     assert f"{uri}: OK, {N} samples in 4 shard(s)" in capsys.readouterr().out
+    assert main(["verify", uri, "--quiet", "--deep"]) == 0
+    assert f"{uri}: OK, {N} samples in 4 shard(s) (deep)" in capsys.readouterr().out
     s3 = boto3.client("s3")
-    body = s3.get_object(Bucket=bucket, Key="synth/v1/shard-000000000-000000003.parquet")["Body"].read()
-    assert body == (reference / "shard-000000000-000000003.parquet").read_bytes()
+    body = s3.get_object(Bucket=bucket, Key="synth/v1/train-000000000-000000003.parquet")["Body"].read()
+    assert body == (reference / "train-000000000-000000003.parquet").read_bytes()
     assert pq.read_table(io.BytesIO(body)).num_rows == 3
+    df = pd.read_parquet(uri, columns=["sample_id", "n_cells"])  # the README's snippet, on s3://
+    assert sorted(df["sample_id"]) == list(range(N))
 
 
-def test_verify_finds_problems(reference, tmp_path, capsys) -> None:
+def test_verify_finds_problems(reference, tmp_path, capsys, ray_session) -> None:
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    p = out / "shard-000000003-000000006.parquet"
+    p = out / "train-000000003-000000006.parquet"
     p.write_bytes(p.read_bytes()[:-100])
     assert main(["verify", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "shard-000000003-000000006.parquet: size or SHA-256 differs" in err and "3 sample id(s) missing" in err
-    (out / "manifest.json").unlink()
+    assert "train-000000003-000000006.parquet: size or SHA-256 differs" in err
+    assert main(["verify", str(out), "--quiet", "--deep"]) == 2
+    err = capsys.readouterr().err
+    assert "train-000000003-000000006.parquet: size or SHA-256 differs" in err and "3 sample id(s) missing or unreadable" in err
+    (out / "_manifest.json").unlink()
     assert main(["verify", str(out)]) == 2
-    assert "no manifest.json (the run is incomplete" in capsys.readouterr().err
+    assert "no _manifest.json (the run is incomplete" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -152,7 +170,8 @@ def test_bad_inputs_fail_before_any_work(inputs, tmp_path, capsys, s3_server, ch
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
-    assert not (tmp_path / "out" / "manifest.json").exists() and not list((tmp_path).glob("out/shard-*"))
+    assert not (tmp_path / "out" / "_manifest.json").exists() and not list((tmp_path).glob("out/train-*"))
+    assert not (tmp_path / "out" / "_lease.json").exists()
 
 
 def test_rerun_with_another_config_is_refused(inputs, reference, tmp_path, capsys) -> None:

@@ -60,3 +60,51 @@ def init_ray(
     ray.init(**opts)
     # Ray Data prints a progress bar per operator; keep them, but not the verbose execution logs.
     return dict(ray.cluster_resources())
+
+
+def bundles_that_fit(nodes: list[dict[str, float]], need: dict[str, float]) -> int:
+    """How many actors/workers asking ``need`` (CPU, GPU, memory) the nodes hold, each on one node."""
+    total = 0
+    for node in nodes:
+        counts = [node.get(k, 0.0) / v for k, v in need.items() if v]
+        total += int(min(counts)) if counts else 0
+    return total
+
+
+def wait_for_bundles(need: dict[str, float], count: int, timeout_s: float, what: str,
+                     log: Any = print, nodes_fn: Any = None, poll_s: float = 5.0) -> None:
+    """Ask the autoscaler for ``count`` bundles of ``need`` and wait until that many fit on live
+    nodes; after ``timeout_s`` raise one line saying what the GPU nodes offer."""
+    import time
+
+    from rbcray.errors import RbcrayError
+
+    need = {k: float(v) for k, v in need.items() if v}
+    if nodes_fn is None:
+        import ray
+
+        def nodes_fn() -> list[dict[str, float]]:
+            return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+        try:
+            from ray.autoscaler.sdk import request_resources
+
+            request_resources(bundles=[need] * count)
+        except Exception:  # noqa: BLE001 - no autoscaler (a fixed cluster): just wait and see
+            pass
+    deadline = time.monotonic() + timeout_s
+    said = False
+    desc = " + ".join(f"{v / 2**30:.0f} GiB" if k == "memory" else f"{v:g} {k}" for k, v in need.items())
+    while True:
+        nodes = nodes_fn()
+        if bundles_that_fit(nodes, need) >= count:
+            return
+        if time.monotonic() >= deadline:
+            offers = sorted({f"{n.get('GPU', 0):g} GPU + {n.get('CPU', 0):g} CPU + {n.get('memory', 0) / 2**30:.0f} GiB"
+                             for n in nodes if n.get("GPU")})
+            have = f"GPU nodes offer {', '.join(offers)}" if offers else "the cluster has no GPU node"
+            raise RbcrayError(f"waited {timeout_s:.0f} s for {count} {what} of {desc}: {have}")
+        if not said:
+            log(f"waiting up to {timeout_s:.0f} s for {count} {what} of {desc} to fit on the cluster ...")
+            said = True
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))

@@ -142,6 +142,7 @@ def train_distributed(
     use_gpu: bool | None = None,
     cpus_per_worker: float | None = None,
     max_failures: int = 2,
+    wait_for_resources: float = 900.0,
     log: Callable[[str], None] = print,
     splits: Splits | None = None,
     role: str | None = None,
@@ -151,7 +152,10 @@ def train_distributed(
 
     ``workers`` defaults to the cluster's GPU count (or 1 on a CPU-only cluster); ``use_gpu`` to
     whether it has GPUs; ``cpus_per_worker`` to an even share of the CPUs (at most 8 per GPU
-    worker). The dataset folder must be readable at the same path by every worker. ``splits`` and
+    worker). Declared GPU workers (``workers`` and ``use_gpu=True`` given) are never sized from
+    what is up right now: the autoscaler is asked for them and the run waits up to
+    ``wait_for_resources`` seconds for them to fit (1 CPU each unless ``cpus_per_worker``).
+    The dataset folder must be readable at the same path by every worker. ``splits`` and
     ``role`` restrict training to one role's images (recorded as the model's ``provenance``).
     """
     import ray
@@ -169,6 +173,12 @@ def train_distributed(
     # training moves no data through the object store: keep it small on a local instance
     res = init_ray(object_store_memory=1_000_000_000) if not ray.is_initialized() else dict(ray.cluster_resources())
     ngpu = int(res.get("GPU", 0))
+    if workers is not None and use_gpu:  # declared: wait for them (an autoscaling cluster starts small)
+        from rbcray.distributed.runtime import wait_for_bundles
+
+        cpus_per_worker = cpus_per_worker or 1.0
+        wait_for_bundles({"GPU": 1, "CPU": cpus_per_worker}, workers, wait_for_resources, "GPU training worker(s)", log)
+        ngpu = max(ngpu, workers)
     use_gpu = ngpu >= 1 if use_gpu is None else use_gpu
     if use_gpu and ngpu < 1:
         raise RbcrayError("GPU training requested but the Ray cluster has no GPU")

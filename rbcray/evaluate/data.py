@@ -32,11 +32,12 @@ from rbcray.data.formats import check_instances, instance_boxes
 from rbcray.data.registry import is_dataset_name
 from rbcray.data.sources import open_source
 from rbcray.errors import DataError, RbcrayError
+from rbcray.generate.shards import png_bytes
 from rbcray.io import decode_png, read_image
 
 #: The manifest the generation engine writes last into its output; its absence means the run
 #: is incomplete (issue 5). Parquet shards are the ``*.parquet`` files beside it.
-SHARD_MANIFEST = "manifest.json"
+SHARD_MANIFEST = "_manifest.json"
 SYNTHETIC_COLUMNS = ("sample_id", "image", "instance_mask")
 BCCD = "bccd-txl-pbc"
 BCCD_RBC_CLASS = 1
@@ -248,7 +249,7 @@ def _shard_files(uri: str) -> tuple[Any, list[str]]:
 
 
 def open_synthetic(uri: str) -> SyntheticSource:
-    """Open synthetic shards (a folder or ``s3://`` URI holding ``manifest.json`` + ``*.parquet``)
+    """Open synthetic shards (a folder or ``s3://`` URI holding ``_manifest.json`` + ``*.parquet``)
     or a synthetic dataset folder; reads only ids and counts."""
     local = Path(uri).expanduser()
     if "://" not in uri and local.is_dir() and not (local / SHARD_MANIFEST).exists() and not list(local.glob("*.parquet")):
@@ -281,10 +282,10 @@ def decode_synthetic_row(row: dict[str, Any], scale: float = 1.0) -> Sample:
     """A :class:`Sample` from one Parquet row (issue 5 schema); errors name the sample id."""
     sid = row["sample_id"]
     name = f"synthetic-{sid}"
-    img = decode_png(row["image"], name=f"{name} image")
+    img = decode_png(png_bytes(row["image"]), name=f"{name} image")
     if img.ndim != 3:
         raise DataError(f"{name}: image is not RGB")
-    inst = decode_png(row["instance_mask"], name=f"{name} instance_mask")
+    inst = decode_png(png_bytes(row["instance_mask"]), name=f"{name} instance_mask")
     inst = check_instances(inst, f"{name} instance_mask", img.shape)
     return scale_sample(Sample(name, "synthetic", img, inst), scale)
 

@@ -24,10 +24,10 @@ def demo_synthetic(ctx: Any) -> Path:
     cands = [Path(str(res[k])) for k in ("shards", "parquet", "out") if k in res]
     cands += [ctx.out / "generate" / "shards", ctx.out / "generate"]
     for c in cands:
-        if (c / "manifest.json").is_file() or (c / "dataset.json").is_file():
+        if (c / "_manifest.json").is_file() or (c / "dataset.json").is_file():
             return c
     raise DataError(
-        f"no synthetic samples for the evaluation: expected the generate step's shards (with manifest.json) at "
+        f"no synthetic samples for the evaluation: expected the generate step's shards (with _manifest.json) at "
         f"{ctx.out / 'generate' / 'shards'}; run 'rbcray demo' from the start or 'rbcray demo --only generate' first"
     )
 

@@ -1,6 +1,6 @@
 """Which real images the synthetic data was learned from, and the refusal when that touches val/test.
 
-The synthetic shards' ``manifest.json`` names the generator checkpoint, the shape bank and the
+The synthetic shards' ``_manifest.json`` names the generator checkpoint, the shape bank and the
 statistics it used; each of those records the image stems it learned from
 (:func:`rbcray.data.provenance.provenance_record`): the checkpoint's ``model.json``, the shape
 bank's Parquet metadata key ``rbcray_provenance``, ``stats.json``; the manifest may also carry
@@ -73,7 +73,9 @@ def synthetic_provenance(uri: str, kind: str = "parquet") -> tuple[dict[str, Any
         d = _read_json(storage.join(uri, "dataset.json")) or {}
         prov = d.get("provenance")
         return ({"dataset": prov}, []) if flatten(prov) else ({}, [f"{uri} (dataset.json has no provenance)"])
-    manifest = _read_json(storage.join(uri, "manifest.json")) or {}
+    from rbcray.generate.shards import MANIFEST
+
+    manifest = _read_json(storage.join(uri, MANIFEST)) or {}
     found: dict[str, Any] = {}
     if flatten(manifest.get("provenance")):
         found["manifest"] = manifest["provenance"]
@@ -86,7 +88,7 @@ def synthetic_provenance(uri: str, kind: str = "parquet") -> tuple[dict[str, Any
         if flatten(rec):
             found[name] = rec
         elif name not in in_manifest and key not in in_manifest:
-            unrecorded.append(f"{name} {ref}" if ref else f"{name} (not named in {uri}/manifest.json)")
+            unrecorded.append(f"{name} {ref}" if ref else f"{name} (not named in {uri}/{MANIFEST})")
     return found, unrecorded
 
 

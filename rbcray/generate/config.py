@@ -1,10 +1,10 @@
 """The generation job's config: one frozen dataclass, validated at the boundary, saved with the output.
 
 Fields fall in two groups. *Content* fields (inputs, seed, sample count, style, mask synthesis
-overrides, shard size) decide every byte of the output and are recorded in ``_plan.json``; a re-run
-into the same output must agree on them. *Execution* fields (actor counts, batch size, device,
-cluster address) only decide how fast it goes: changing them never changes an output byte
-(on the same device type).
+overrides, shard size, the model's micro-batch size) decide every byte of the output and are
+recorded in ``_plan.json``; a re-run into the same output must agree on them. *Execution* fields
+(declared resources, actor pools, cluster address, lease takeover) only decide where and how fast
+it runs: changing them never changes an output byte (on the same device type).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 from rbcray.config import check, to_dict
 
 #: fields that do not change the output (see the module docstring)
-EXECUTION_FIELDS = ("mask_actors", "gen_actors", "batch_size", "address", "gen_cpus", "progress")
+EXECUTION_FIELDS = ("mask_actors", "mask_actors_max", "gen_actors", "gen_actors_max", "address", "gen_cpus", "gen_gpus",
+                    "wait_for_resources", "takeover", "progress")
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,22 @@ class GenerateConfig:
     #: samples per shard; None = from shard_bytes and the image size
     shard_size: int | None = None
     shard_bytes: int = 256 * 2**20
-    #: execution: actor pools (None = sized from the cluster), samples per generator call
-    mask_actors: int | None = None
-    gen_actors: int | None = None
+    #: masks per forward pass of the model (the last one of a shard is padded to this size)
     batch_size: int = 4
-    #: CPUs per generator actor on a cluster without GPUs (None = all but what masks need)
+    #: execution: actor pools MIN..MAX (None = sized from the cluster; MAX None = MIN); the pools
+    #: grow up to MAX as the autoscaler adds nodes
+    mask_actors: int | None = None
+    mask_actors_max: int | None = None
+    gen_actors: int | None = None
+    gen_actors_max: int | None = None
+    #: GPUs per generator actor (fractions pack several on a GPU; None = one per GPU present at
+    #: start, 0 = CPU generators) and its CPUs (None = from the cluster)
+    gen_gpus: float | None = None
     gen_cpus: float | None = None
+    #: seconds to wait for the declared GPUs to join the cluster before failing
+    wait_for_resources: float = 900.0
+    #: replace the lease of a run whose heartbeat is stale
+    takeover: bool = False
     #: Ray address (None = $RAY_ADDRESS or a private local instance)
     address: str | None = None
     progress: bool = True
@@ -72,6 +83,14 @@ class GenerateConfig:
         check(self.gen_actors is None or self.gen_actors >= 1, f"--gen-actors {self.gen_actors} must be at least 1")
         check(self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1")
         check(self.gen_cpus is None or self.gen_cpus > 0, f"--gen-cpus {self.gen_cpus} must be positive")
+        check(self.gen_gpus is None or self.gen_gpus >= 0, f"--gen-gpus {self.gen_gpus} must be >= 0")
+        check(self.gen_gpus is None or self.gen_gpus <= 1 or float(self.gen_gpus).is_integer(),
+              f"--gen-gpus {self.gen_gpus}: fractions are for packing several actors on one GPU; above 1 use whole GPUs")
+        for lo, hi in (("mask_actors", "mask_actors_max"), ("gen_actors", "gen_actors_max")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            check(b is None or (a is not None and b >= a),
+                  f"--{lo.replace('_', '-')} {a}:{b}: MAX must be at least MIN")
+        check(self.wait_for_resources > 0, f"--wait-for-resources {self.wait_for_resources} must be positive")
         for name in ("checkpoint", "shapes", "stats", "out"):
             check(bool(getattr(self, name)), f"--{name.replace('_', '-')} is required")
 
@@ -93,6 +112,14 @@ class GenerateConfig:
             out["kernel_inside"] = "constant"  # a value inside the kernel's disc is the constant reading
         out["placement"] = self.placement
         return out
+
+    def pool(self, name: str) -> tuple[int, int] | None:
+        """(min, max) of the 'mask' or 'gen' actor pool, None when not declared."""
+        lo = getattr(self, f"{name}_actors")
+        if lo is None:
+            return None
+        hi = getattr(self, f"{name}_actors_max")
+        return lo, hi if hi is not None else lo
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

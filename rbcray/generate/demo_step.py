@@ -2,7 +2,7 @@
 
 Uses what earlier steps wrote: the trained pix2pixHD (``train/run``), the shape bank
 (``masks/shapes.parquet``) and the statistics (``stats/stats.json``). Writes Parquet shards plus a
-PNG tree and a COCO JSON to ``generate/shards`` through the Ray Data pipeline, runs
+PNG tree and per-shard COCO fragments to ``generate/shards`` through the Ray Data pipeline, runs
 ``rbcray verify`` on them and saves a picture of a few samples (image | colour mask).
 """
 
@@ -46,8 +46,8 @@ def generate_step(ctx: DemoContext) -> dict[str, Any]:
     rows = []
     for sid in range(3):
         name = f"{sid:09d}.png"
-        img = decode_png((out / "images" / name).read_bytes())
-        col = decode_png((out / "masks" / name).read_bytes())
+        img = decode_png((out / "_png" / "images" / name).read_bytes())
+        col = decode_png((out / "_png" / "masks" / name).read_bytes())
         rows.append(np.concatenate([img, col], axis=1))
     write_png(d / "samples.png", np.concatenate(rows, axis=0))
     return {

@@ -3,22 +3,24 @@
 A run makes samples ``0..N-1``. Sample ``i`` is fully determined by (run seed S, i): its mask is
 ``rbcray.synth.engine.synthesize(bank, synth_cfg, S, i)`` (Bailo et al. Sec. 4.1) and its image is
 the pix2pixHD translation (Sec. 4.2) with style clusters drawn from the sample's own style stream
-(:mod:`rbcray.rng`; independent of the mask's). So
-the output never depends on actor counts, batch sizes or which worker ran what.
+(:mod:`rbcray.rng`; independent of the mask's). The model runs on micro-batches of ``batch_size``
+masks (the last one of a shard padded to full size), so every forward pass has the same shape: the
+output never depends on actor counts or which worker ran what; the micro-batch size is part of the
+plan (float rounding may depend on it).
 
 The unit of work is a *shard* (a consecutive id range, see :mod:`rbcray.generate.shards`). Each
 stage takes a shard and hands on one compact payload, an Arrow IPC table of that shard's samples:
 
-1. :class:`ShardMasker` (CPU): synthesize the masks, encode the mask PNGs (in the stage that made
-   the pixels), record boxes -> payload;
-2. :class:`ShardTranslator` (GPU when there is one): decode the masks, translate them in batches,
-   encode the image PNGs in a thread pool while the next batch runs -> payload;
-3. :func:`write_payload` (CPU): the shard's Parquet file (plus optional PNG tree and COCO fragment),
-   written whole under its final name.
+1. :class:`ShardMasker` (CPU): synthesize the masks, encode the mask PNGs, record boxes -> payload;
+2. :class:`ShardTranslator` (GPU when there is one): decode the masks, translate them in
+   micro-batches, encode the image PNGs in a thread pool while the next batch runs -> payload;
+3. :func:`write_payload` (CPU): the shard's Parquet file (plus optional PNG tree and COCO
+   fragment), written whole under its final name, then its index marker.
 
-:func:`prepare` does every check that can fail before any of that (inputs readable, output
-writable, a re-run agrees with the run it continues); :mod:`rbcray.distributed.generate` runs the
-three stages as a streaming Ray Data pipeline, :func:`run_local` runs them in one process.
+:func:`prepare` takes the output's lease (one run per output, :mod:`rbcray.generate.lease`) and
+does every check that can fail before any of that (inputs readable, output writable, a re-run
+agrees with the run it continues); :mod:`rbcray.distributed.generate` runs the three stages as a
+streaming Ray Data pipeline, :func:`run_local` runs them in one process.
 """
 
 from __future__ import annotations
@@ -27,22 +29,39 @@ import concurrent.futures as cf
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from rbcray import __version__, storage
+from rbcray.config import replace
 from rbcray.errors import RbcrayError
 from rbcray.generate import shards as S
 from rbcray.generate.config import GenerateConfig
-from rbcray.io import decode_png, encode_png
+from rbcray.generate.lease import Lease
+from rbcray.generate.pngenc import encode_png_fast
+from rbcray.io import decode_png
 
-#: PNG compression of generated images: level 1 is ~3x faster to encode than the default and
-#: only ~10 % larger for smear images.
-PNG_LEVEL = 1
+
+class ShardFailed(RbcrayError):
+    """A stage failed on a shard for a reason a retry cannot fix (the message names the shard)."""
+
+
+def named_stage(shard: S.Shard, stage: str, fn: Callable[[], Any]) -> Any:
+    """Run a stage on a shard; an error becomes a :class:`ShardFailed` naming the shard and the
+    reason (transient storage errors were already retried where they happen)."""
+    try:
+        return fn()
+    except ShardFailed:
+        raise
+    except Exception as e:  # noqa: BLE001 - every failure is reported with the shard it hit
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ShardFailed(f"{shard.name}: {stage} failed: {msg[:300]}") from None
 
 
 @dataclass
@@ -52,27 +71,41 @@ class RunPlan:
     cfg: GenerateConfig
     synth: dict[str, Any]
     per_shard: int
-    shards: list[S.Shard]
+    shards: S.ShardPlan
     done: dict[str, dict[str, Any]]
     checkpoint_sha256: str
     shapes_sha256: str
     num_styles: int
     plan: dict[str, Any] = field(default_factory=dict)
+    lease: Lease | None = None
     #: the real images the generator, shape bank and statistics learned from (rbcray.data.provenance)
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def todo(self) -> list[S.Shard]:
-        return [s for s in self.shards if s.name not in self.done]
+        return [self.shards[int(k)] for k in self.todo_indices()]
+
+    def todo_indices(self) -> np.ndarray:
+        """Indices of the shards still to write (int64; 8 bytes per shard, for plans of 10^8 samples)."""
+        mask = np.ones(len(self.shards), dtype=bool)
+        for name in self.done:
+            k = self.shards.index_of(name)
+            if k is not None:
+                mask[k] = False
+        return np.flatnonzero(mask)
+
+    @property
+    def plan_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.plan, sort_keys=True).encode()).hexdigest()[:16]
 
     def constants(self) -> dict[str, Any]:
-        """Columns that are the same in every row of the run."""
-        return {
-            "checkpoint_sha256": self.checkpoint_sha256,
-            "shapes_sha256": self.shapes_sha256,
-            "rbcray_version": __version__,
-            "config": json.dumps(self.plan, sort_keys=True),
-        }
+        """Facts that are the same for every sample of the run (each shard's key-value metadata)."""
+        return {"checkpoint_sha256": self.checkpoint_sha256, "shapes_sha256": self.shapes_sha256,
+                "rbcray_version": __version__, "plan_id": self.plan_id, "config": self.plan}
+
+    def release(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
 
 
 def _read(uri: str, what: str) -> bytes:
@@ -82,13 +115,37 @@ def _read(uri: str, what: str) -> bytes:
         raise RbcrayError(f"{uri}: {what} not found") from None
 
 
+def _take_lease(cfg: GenerateConfig) -> Lease:
+    if not storage.is_remote(cfg.out):
+        storage.check_writable(cfg.out)
+    lease = Lease(cfg.out, takeover=cfg.takeover)
+    try:
+        lease.acquire()
+    except RbcrayError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the lease is the first write: a failure means no write access
+        raise RbcrayError(f"{cfg.out}: output location is not writable ({storage._brief(e)})") from None
+    return lease
+
+
 def prepare(cfg: GenerateConfig, log: Callable[[str], None] = print) -> RunPlan:
-    """Check inputs and output, plan the shards and find the ones a previous run finished."""
+    """Take the output's lease, check inputs and output, plan the shards and find the ones a
+    previous run finished (one LIST); the previous manifest is moved aside."""
+    if not storage.is_remote(cfg.out) and cfg.out != os.path.abspath(cfg.out):
+        cfg = replace(cfg, out=os.path.abspath(cfg.out))  # workers on other nodes must not resolve it
+    lease = _take_lease(cfg)
+    try:
+        return _prepare(cfg, log, lease)
+    except BaseException:
+        lease.release()
+        raise
+
+
+def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> RunPlan:
     from rbcray.models.pix2pixhd.checkpoint import read_model
     from rbcray.synth.config import resolve_config
     from rbcray.synth.shapes import ShapeBank
 
-    storage.check_writable(cfg.out)
     try:
         stats = json.loads(_read(cfg.stats, "statistics JSON (from 'rbcray stats')"))
     except json.JSONDecodeError as e:
@@ -110,6 +167,7 @@ def prepare(cfg: GenerateConfig, log: Callable[[str], None] = print) -> RunPlan:
     content = {k: v for k, v in cfg.content_dict().items() if k not in ("out", "checkpoint", "shapes", "stats")}
     plan = {
         "format": S.FORMAT,
+        "format_version": S.FORMAT_VERSION,
         "generate": content,
         "synth": synth.to_dict(),
         "per_shard": per_shard,
@@ -124,24 +182,30 @@ def prepare(cfg: GenerateConfig, log: Callable[[str], None] = print) -> RunPlan:
             "use another --out or remove it"
         )
     if old is None:
-        if storage.listdir(cfg.out):
-            names = [n for n in storage.listdir(cfg.out) if not n.startswith(".")]
-            if names:
-                raise RbcrayError(f"{cfg.out}: not empty and not an rbcray generate output (found {names[0]!r})")
+        names = [n for n in storage.listdir(cfg.out) if not n.startswith(".") and n != lease.uri.rsplit("/", 1)[-1]]
+        if names:
+            raise RbcrayError(f"{cfg.out}: not empty and not an rbcray generate output (found {names[0]!r})")
         S.write_plan(cfg.out, plan)
+    S.move_manifest_aside(cfg.out)
     shards = S.plan_shards(cfg.num_samples, per_shard)
-    done = {}
-    for sh in shards:
-        entry = S.shard_entry_from_storage(cfg.out, sh)
-        if entry is not None:
-            done[sh.name] = entry
+    done = S.done_from_listing(cfg.out, shards)
     if done:
         log(f"resuming: {len(done)} of {len(shards)} shard(s) already written, {len(shards) - len(done)} to go")
     provenance = {"generator": manifest.get("provenance"), "shapes": bank.meta.get("provenance"), "stats": stats.get("provenance")}
-    return RunPlan(cfg, synth.to_dict(), per_shard, shards, done, ckpt_sha, bank.sha256, num_styles, plan, provenance)
+    if cfg.params:  # calibrated placement: the images it was fitted on
+        provenance["params"] = json.loads(_read(cfg.params, "calibration params (from 'rbcray calibrate')")).get("provenance")
+    return RunPlan(cfg, synth.to_dict(), per_shard, shards, done, ckpt_sha, bank.sha256, num_styles, plan, lease, provenance)
 
 
 # ----------------------------------------------------------------------------- payloads
+#: the payload between stages: PNGs as plain bytes (they become Image structs in the shard)
+_PAYLOAD_TYPES = {"instance_mask": pa.binary(), "color_mask": pa.binary(), "image": pa.binary()}
+
+
+def _payload_field(name: str) -> pa.Field:
+    return pa.field(name, _PAYLOAD_TYPES[name]) if name in _PAYLOAD_TYPES else S.SCHEMA.field(name)
+
+
 def payload_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as w:
@@ -153,15 +217,22 @@ def payload_table(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(io.BytesIO(data)).read_all()
 
 
-class ShardMasker:
-    """Stage 1: the masks of a shard (loads the shape bank once)."""
+def _shard_of(start: int, stop: int) -> str:
+    return f"{S.SHARD_PREFIX}{start:09d}-{stop:09d}.parquet"
 
-    def __init__(self, shapes: str, synth: dict[str, Any], seed: int) -> None:
+
+class ShardMasker:
+    """Stage 1: the masks of a shard (loads the shape bank once, checks it against the plan)."""
+
+    def __init__(self, shapes: str, synth: dict[str, Any], seed: int, shapes_sha256: str | None = None) -> None:
         from rbcray.synth.config import SynthConfig
         from rbcray.synth.shapes import ShapeBank
 
         self.cfg = SynthConfig.from_dict(dict(synth), where="generate synth config")
         self.bank = ShapeBank.load(shapes)
+        if shapes_sha256 and self.bank.sha256 != shapes_sha256:
+            raise RbcrayError(f"{shapes}: the shape bank changed since the run was planned (SHA-256 {self.bank.sha256[:12]}, "
+                              f"plan {shapes_sha256[:12]})")
         self.seed = int(seed)
 
     def __call__(self, start: int, stop: int) -> bytes:
@@ -172,31 +243,50 @@ class ShardMasker:
             s = synthesize(self.bank, self.cfg, self.seed, i)
             cols["sample_id"].append(i)
             cols["seed"].append(self.seed)
-            cols["instance_mask"].append(encode_png(s.instances, PNG_LEVEL))
-            cols["color_mask"].append(encode_png(s.color_mask(), PNG_LEVEL))
+            cols["instance_mask"].append(encode_png_fast(s.instances))
+            cols["color_mask"].append(encode_png_fast(s.color_mask(), mask=True))
             cols["width"].append(self.cfg.width)
             cols["height"].append(self.cfg.height)
             cols["n_cells"].append(s.n_cells)
             cols["boxes"].append(s.box_records())
-        schema = pa.schema([S.SCHEMA.field(k) for k in cols])
+        schema = pa.schema([_payload_field(k) for k in cols])
         return payload_bytes(pa.Table.from_pydict(cols, schema=schema))
+
+
+def check_cuda(gpus: float) -> None:
+    """A generator holding ``gpus`` GPUs must be able to use CUDA: fail loudly, never fall back."""
+    if not gpus:
+        return
+    import socket
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RbcrayError(f"generator actor on {socket.gethostname()} was given {gpus:g} GPU but CUDA is unusable "
+                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda}, "
+                          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); check the node's driver and image")
 
 
 class ShardTranslator:
     """Stage 2: the images of a shard (loads the model once; GPU when available)."""
 
     def __init__(self, checkpoint: str, style: int | None, batch_size: int, device: str | None = None,
-                 threads: int | None = None, encode_threads: int = 4) -> None:
+                 threads: int | None = None, encode_threads: int = 4, checkpoint_sha256: str | None = None,
+                 gpus: float = 0.0) -> None:
         import torch
 
         from rbcray.models.pix2pixhd.inference import Pix2PixHDTranslator
 
+        check_cuda(gpus)
         if threads:
             torch.set_num_threads(int(threads))
-        self.tr = Pix2PixHDTranslator.load(checkpoint, device=device)
-        self.style = style
         self.batch_size = int(batch_size)
-        self.pool = cf.ThreadPoolExecutor(max_workers=encode_threads)  # cv2.imencode releases the GIL
+        self.tr = Pix2PixHDTranslator.load(checkpoint, device="cuda" if gpus else device, micro_batch=self.batch_size)
+        if checkpoint_sha256 and self.tr.sha256 != checkpoint_sha256:
+            raise RbcrayError(f"{checkpoint}: the generator changed since the run was planned (SHA-256 {self.tr.sha256[:12]}, "
+                              f"plan {checkpoint_sha256[:12]})")
+        self.style = style
+        self.pool = cf.ThreadPoolExecutor(max_workers=encode_threads)  # the PNG encoder releases the GIL
 
     def __call__(self, payload: bytes) -> bytes:
         t = payload_table(payload)
@@ -208,77 +298,93 @@ class ShardTranslator:
             inst = [decode_png(r["instance_mask"], f"sample {r['sample_id']}") for r in chunk]
             cats = [{b["instance_id"]: b["class"] for b in r["boxes"]} for r in chunk]
             seeds = [(r["seed"], r["sample_id"]) for r in chunk]
-            out = self.tr.translate_with_styles(inst, cats, seeds, self.style)
-            for k, (img, clusters) in enumerate(out):
-                images[a + k] = self.pool.submit(encode_png, img, PNG_LEVEL)
+            pad = self.batch_size - len(chunk)  # every forward pass has the same batch shape
+            out = self.tr.translate_with_styles(inst + inst[-1:] * pad, cats + cats[-1:] * pad, seeds + seeds[-1:] * pad, self.style)
+            for k, (img, clusters) in enumerate(out[: len(chunk)]):
+                images[a + k] = self.pool.submit(encode_png_fast, img)
                 styles[a + k] = [int(clusters[b["instance_id"]]) for b in chunk[k]["boxes"]]
-        t = t.append_column(S.SCHEMA.field("image"), pa.array([f.result() for f in images], pa.binary()))
+        t = t.append_column(_payload_field("image"), pa.array([f.result() for f in images], pa.binary()))
         t = t.append_column(S.SCHEMA.field("styles"), pa.array(styles, pa.list_(pa.int32())))
         return payload_bytes(t)
 
 
 def write_payload(out: str, shard: S.Shard, payload: bytes, constants: dict[str, Any], png: bool = False, coco: bool = False) -> dict[str, Any]:
-    """Stage 3: write a shard whole (PNG tree and COCO fragment first, the Parquet file last)."""
-    t = payload_table(payload)
-    rows = t.to_pylist()
-    for r in rows:
-        r.update(constants)
+    """Stage 3: write a shard whole (PNG tree and COCO fragment first, the Parquet file, its marker)."""
+    rows = payload_table(payload).to_pylist()
     if png:
         from rbcray.generate.export import write_png_tree
 
         write_png_tree(out, rows)
     if coco:
-        from rbcray.generate.export import write_coco_fragment
+        from rbcray.generate.coco import write_coco_fragment
 
         write_coco_fragment(out, shard, rows)
-    return S.write_shard(out, shard, rows)
+    return S.write_shard(out, shard, rows, constants)
 
 
 def finish(plan: RunPlan, entries: list[dict[str, Any]], seconds: float, stage_seconds: dict[str, float]) -> dict[str, Any]:
-    """After every shard is written: the COCO JSON (if asked), then the manifest, last."""
-    names = {e["name"] for e in entries}
-    missing = [s.name for s in plan.shards if s.name not in names]
-    if missing:
-        raise RbcrayError(f"{plan.cfg.out}: {len(missing)} shard(s) were not written (first {missing[0]}); re-run to finish")
-    if plan.cfg.coco:
-        from rbcray.generate.export import merge_coco
-
-        merge_coco(plan.cfg.out, plan.shards)
-    info = {
-        "seed": plan.cfg.seed,
-        "per_shard": plan.per_shard,
-        "checkpoint": plan.cfg.checkpoint,
-        "checkpoint_sha256": plan.checkpoint_sha256,
-        "shapes": plan.cfg.shapes,
-        "shapes_sha256": plan.shapes_sha256,
-        "stats": plan.cfg.stats,
-        "png_tree": plan.cfg.png,
-        "coco": "coco.json" if plan.cfg.coco else None,
-        "config": plan.plan,
-        "timing": {"seconds": seconds, **{f"{k}_seconds": v for k, v in stage_seconds.items()}},
-        "provenance": plan.provenance,
-    }
-    return S.write_manifest(plan.cfg.out, entries, info)
+    """After every shard is written: the manifest, last; then the lease is released."""
+    try:
+        if plan.lease is not None:
+            if plan.lease.lost:
+                raise RbcrayError(plan.lease.lost)
+            plan.lease.check()  # never write a manifest for an output another run took over
+        names = {e["name"] for e in entries}
+        missing = [s.name for s in plan.shards if s.name not in names]
+        if missing:
+            raise RbcrayError(f"{plan.cfg.out}: {len(missing)} shard(s) were not written (first {missing[0]}); re-run to finish")
+        info = {
+            "seed": plan.cfg.seed,
+            "per_shard": plan.per_shard,
+            "plan_id": plan.plan_id,
+            "checkpoint": plan.cfg.checkpoint,
+            "checkpoint_sha256": plan.checkpoint_sha256,
+            "shapes": plan.cfg.shapes,
+            "shapes_sha256": plan.shapes_sha256,
+            "stats": plan.cfg.stats,
+            "png_tree": "_png" if plan.cfg.png else None,
+            "coco_fragments": "_coco" if plan.cfg.coco else None,
+            "config": plan.plan,
+            "run_id": plan.lease.run_id if plan.lease else None,
+            "timing": {"seconds": seconds, **{f"{k}_seconds": v for k, v in stage_seconds.items()}},
+            "provenance": plan.provenance,
+        }
+        manifest = S.write_manifest(plan.cfg.out, entries, info)
+    except BaseException:
+        plan.release()
+        raise
+    if plan.lease is not None:
+        plan.lease.release(checked=True)
+    return manifest
 
 
 def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """All three stages in this process, shard after shard (no Ray); returns the manifest."""
     cfg = plan.cfg
-    t0 = time.perf_counter()
-    masker = ShardMasker(cfg.shapes, plan.synth, cfg.seed)
-    translator = ShardTranslator(cfg.checkpoint, cfg.style_choice, cfg.batch_size, device)
-    entries = list(plan.done.values())
-    busy = {"mask": 0.0, "generate": 0.0, "write": 0.0}
-    constants = plan.constants()
-    for sh in plan.todo:
-        a = time.perf_counter()
-        p = masker(sh.start, sh.stop)
-        b = time.perf_counter()
-        p = translator(p)
-        c = time.perf_counter()
-        entries.append(write_payload(cfg.out, sh, p, constants, cfg.png, cfg.coco))
-        busy["mask"] += b - a
-        busy["generate"] += c - b
-        busy["write"] += time.perf_counter() - c
-        log(f"  {sh.name}: {sh.count} samples")
+    try:
+        t0 = time.perf_counter()
+        todo = plan.todo
+        if todo:  # a re-run with nothing to do loads nothing
+            masker = ShardMasker(cfg.shapes, plan.synth, cfg.seed, plan.shapes_sha256)
+            translator = ShardTranslator(cfg.checkpoint, cfg.style_choice, cfg.batch_size, device,
+                                         checkpoint_sha256=plan.checkpoint_sha256)
+        entries = list(plan.done.values())
+        busy = {"mask": 0.0, "generate": 0.0, "write": 0.0}
+        constants = plan.constants()
+        for sh in todo:
+            if plan.lease is not None and plan.lease.lost:
+                raise RbcrayError(plan.lease.lost)
+            a = time.perf_counter()
+            p = named_stage(sh, "masks", lambda sh=sh: masker(sh.start, sh.stop))
+            b = time.perf_counter()
+            p = named_stage(sh, "images", lambda p=p: translator(p))
+            c = time.perf_counter()
+            entries.append(named_stage(sh, "write", lambda sh=sh, p=p: write_payload(cfg.out, sh, p, constants, cfg.png, cfg.coco)))
+            busy["mask"] += b - a
+            busy["generate"] += c - b
+            busy["write"] += time.perf_counter() - c
+            log(f"  {sh.name}: {sh.count} samples")
+    except BaseException:
+        plan.release()
+        raise
     return finish(plan, entries, time.perf_counter() - t0, busy)

@@ -1,17 +1,22 @@
 """``rbcray verify``: is a generated output complete and consistent?
 
-Checks, in order: the manifest exists (it is written last); every shard it lists exists with the
-recorded size and SHA-256; the shards hold exactly the sample ids 0..N-1, each once; every PNG
-decodes to the recorded size (RGB image, uint16 instance mask, RGB colour mask); the colour mask is
-a proper colouring of the instance mask; ``n_cells`` and every box match the instance mask.
-Any problem is reported; the output is good only when there is none.
+Always, from listings only (two LISTs per 1,000 shards, no shard is read): the manifest exists
+(it is written last); its shards cover the sample ids 0..N-1 exactly once; every shard it lists
+exists with the recorded size, and its index marker records the same SHA-256.
+
+``--deep`` (:func:`check_shard` per shard, as Ray tasks across the cluster: see
+:func:`rbcray.distributed.generate.verify_deep`) also re-hashes every shard against the manifest,
+reads it, and checks every sample: its id lies in the shard's range, each once; every PNG decodes
+to the recorded size (RGB image, uint16 instance mask, RGB colour mask); the colour mask is a
+proper colouring of the instance mask; ``n_cells`` and every box match the instance mask. Any
+problem is reported; the output is good only when there is none.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -20,7 +25,8 @@ import pyarrow.parquet as pq
 from rbcray import storage
 from rbcray.data.formats import adjacency_pairs, decode_color_mask, instance_boxes
 from rbcray.errors import DataError
-from rbcray.generate.shards import MANIFEST, read_manifest
+from rbcray.generate import objects
+from rbcray.generate.shards import INDEX, MANIFEST, marker_name, png_bytes, read_manifest
 from rbcray.io import decode_png
 
 MAX_PROBLEMS = 50
@@ -31,9 +37,9 @@ def check_sample(row: dict[str, Any]) -> list[str]:
     sid = row["sample_id"]
     where = f"sample {sid}"
     try:
-        img = decode_png(row["image"], f"{where} image")
-        inst = decode_png(row["instance_mask"], f"{where} instance_mask")
-        col = decode_png(row["color_mask"], f"{where} color_mask")
+        img = decode_png(png_bytes(row["image"]), f"{where} image")
+        inst = decode_png(png_bytes(row["instance_mask"]), f"{where} instance_mask")
+        col = decode_png(png_bytes(row["color_mask"]), f"{where} color_mask")
     except DataError as e:
         return [str(e)]
     w, h = row["width"], row["height"]
@@ -75,49 +81,85 @@ def check_sample(row: dict[str, Any]) -> list[str]:
     return problems
 
 
-def verify_output(out: str, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Verify a generated output; returns ``{"n_samples", "n_shards", "problems"}``."""
+def check_shard(out: str, entry: dict[str, Any]) -> list[str]:
+    """Problems of one shard (deep check: re-hash, rows, every sample); a pure function of the
+    stored bytes, run as a Ray task by ``verify --deep``."""
+    name = entry["name"]
+    data = objects.read(storage.join(out, name))
+    if data is None:
+        return [f"{name}: listed in {MANIFEST} but missing"]
+    if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        return [f"{name}: size or SHA-256 differs from {MANIFEST}"]
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001 - any parquet failure is a problem to report
+        return [f"{name}: not a readable Parquet file ({e})"]
+    problems = []
+    if table.num_rows != entry["count"]:
+        problems.append(f"{name}: {table.num_rows} rows, {MANIFEST} says {entry['count']}")
+    ids = []
+    for row in table.to_pylist():
+        sid = row["sample_id"]
+        ids.append(sid)
+        if not entry["start"] <= sid < entry["stop"]:
+            problems.append(f"{name}: sample {sid} is outside the shard's range")
+            continue
+        problems += [f"{name}: {p}" for p in check_sample(row)]
+        if len(problems) >= MAX_PROBLEMS:
+            break
+    if sorted(ids) != list(range(entry["start"], entry["stop"])):
+        problems.append(f"{name}: does not hold exactly the sample ids {entry['start']}..{entry['stop'] - 1}")
+    return problems[:MAX_PROBLEMS]
+
+
+def verify_output(out: str, log: Callable[[str], None] | None = None, deep: bool = True,
+                  map_fn: Callable[[list[dict[str, Any]]], Iterable[list[str]]] | None = None,
+                  ) -> dict[str, Any]:
+    """Verify a generated output; returns ``{"n_samples", "n_expected", "n_shards", "problems"}``.
+
+    ``deep`` also runs :func:`check_shard` on every shard: ``map_fn(entries)`` yields the problem
+    lists in order (default: in this process, one shard after the other).
+    """
     manifest = read_manifest(out)
     n = int(manifest["n_samples"])
+    entries = sorted(manifest["shards"], key=lambda e: e["start"])
     problems: list[str] = []
-    seen = np.zeros(n, dtype=np.int32)
-    extra_ids = 0
 
     def problem(msg: str) -> None:
         if len(problems) < MAX_PROBLEMS:
             problems.append(msg)
 
-    for k, entry in enumerate(manifest["shards"]):
-        uri = storage.join(out, entry["name"])
-        if not storage.exists(uri):
-            problem(f"{entry['name']}: listed in {MANIFEST} but missing")
-            continue
-        data = storage.read_bytes(uri)
-        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            problem(f"{entry['name']}: size or SHA-256 differs from {MANIFEST}")
-            continue
-        try:
-            table = pq.read_table(io.BytesIO(data))
-        except Exception as e:  # noqa: BLE001 - any parquet failure is a problem to report
-            problem(f"{entry['name']}: not a readable Parquet file ({e})")
-            continue
-        if table.num_rows != entry["count"]:
-            problem(f"{entry['name']}: {table.num_rows} rows, {MANIFEST} says {entry['count']}")
-        for row in table.to_pylist():
-            sid = row["sample_id"]
-            if not entry["start"] <= sid < entry["stop"] or sid >= n:
-                problem(f"{entry['name']}: sample {sid} is outside the shard's range")
-                extra_ids += 1
-                continue
-            seen[sid] += 1
-            for p in check_sample(row):
-                problem(f"{entry['name']}: {p}")
-        if log:
-            log(f"  checked {entry['name']} ({k + 1}/{len(manifest['shards'])})")
-    missing = np.flatnonzero(seen == 0)
-    dupes = np.flatnonzero(seen > 1)
-    if len(missing):
-        problem(f"{len(missing)} sample id(s) missing, first {missing[:5].tolist()}")
-    if len(dupes):
-        problem(f"{len(dupes)} sample id(s) appear more than once, first {dupes[:5].tolist()}")
-    return {"n_samples": int((seen > 0).sum()), "n_expected": n, "n_shards": len(manifest["shards"]), "problems": problems}
+    # coverage of 0..N-1 from the manifest's ranges
+    expect = 0
+    for e in entries:
+        if e["start"] != expect:
+            problem(f"sample ids {expect}..{e['start'] - 1} are in no shard" if e["start"] > expect
+                    else f"{e['name']}: overlaps the previous shard (ids from {e['start']})")
+        expect = max(expect, e["stop"])
+    if expect != n:
+        problem(f"the shards hold ids up to {expect - 1}, the manifest counts {n} samples")
+    sizes = objects.list_sizes(out)
+    markers = set(objects.list_sizes(storage.join(out, INDEX)))
+    bad: set[str] = set()
+    for e in entries:
+        if e["name"] not in sizes:
+            problem(f"{e['name']}: listed in {MANIFEST} but missing")
+            bad.add(e["name"])
+        elif sizes[e["name"]] != e["bytes"] or marker_name(e) not in markers:
+            problem(f"{e['name']}: size or SHA-256 differs from {MANIFEST}")
+            bad.add(e["name"])
+    n_ok = sum(e["count"] for e in entries if e["name"] not in bad)
+    if deep:
+        run = map_fn or (lambda items: (check_shard(out, e) for e in items))
+        n_ok = 0
+        for k, (e, found) in enumerate(zip(entries, run(entries))):
+            for p in found:
+                problem(p)
+            if not found:
+                n_ok += e["count"]
+            if log:
+                log(f"  checked {e['name']} ({k + 1}/{len(entries)})")
+        bad_ids = sum(e["count"] for e in entries) - n_ok
+        if bad_ids:
+            problem(f"{bad_ids} sample id(s) missing or unreadable in {len(entries)} shard(s)")
+    return {"n_samples": n_ok, "n_expected": n, "n_shards": len(entries), "problems": problems}
