@@ -218,13 +218,14 @@ def run_ray(plan: RunPlan, log: Callable[[str], None] = print, runtime_env: dict
     ``fault_hook`` is for tests only (see :data:`FaultHook`).
     """
     try:
-        return _run_ray(plan, log, runtime_env)
+        return _run_ray(plan, log, runtime_env, fault_hook)
     except BaseException:
         plan.release()
         raise
 
 
-def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, Any] | None) -> dict[str, Any]:
+def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, Any] | None,
+             fault_hook: FaultHook | None = None) -> dict[str, Any]:
     import ray
 
     from rbcray.distributed.runtime import init_ray
