@@ -73,3 +73,4 @@ t=$(date +%s)
 $RB evaluate --config "$CFG" --out "$OUT/evaluate" ${EVAL_ARGS:-}
 echo "evaluate $(( $(date +%s) - t )) s" | tee -a "$OUT/times.txt"
 echo "study total $(( $(date +%s) - T0 )) s (this invocation)" | tee -a "$OUT/times.txt"
+echo "study_seconds=$(( $(date +%s) - T0 )) report=$OUT/evaluate/report.json"
