@@ -9,7 +9,9 @@
 # finally run the evaluation sweep, which refuses any synthetic input built from a val or test
 # image. Every step is skipped when its output is complete, so re-running resumes (the sweep
 # resumes from Ray Tune's checkpoints). --tiny shrinks every count for a smoke run of minutes.
-# Times of each step go to OUT/times.txt.
+# Times of each step go to OUT/times.txt. While the sweep runs (or after it was stopped), the
+# cells finished so far:  rbcray evaluate --config CFG --out OUT/evaluate-partial \
+#                           --storage OUT/evaluate/tune --partial
 set -euo pipefail
 OUT=${1:-study-output}
 TINY=0
@@ -71,3 +73,4 @@ t=$(date +%s)
 $RB evaluate --config "$CFG" --out "$OUT/evaluate" ${EVAL_ARGS:-}
 echo "evaluate $(( $(date +%s) - t )) s" | tee -a "$OUT/times.txt"
 echo "study total $(( $(date +%s) - T0 )) s (this invocation)" | tee -a "$OUT/times.txt"
+echo "study_seconds=$(( $(date +%s) - T0 )) report=$OUT/evaluate/report.json"
