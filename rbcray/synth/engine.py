@@ -12,7 +12,9 @@ turned by a grid symmetry that leaves the augmentation law unchanged (:func:`_tu
 cell's place is drawn from the placement law (placement.py: Eq. 3 or uniform) until it is
 *feasible*: the cell overlaps no placed cell, shows at least one pixel on the canvas, and its
 touching neighbours (8-connectivity) leave at least one of the K palette colours free; it takes a
-colour uniformly among the free ones. After ``max_tries`` infeasible draws the cell is given up;
+colour uniformly among the free ones. Overlaps and neighbours are judged on visible (on-canvas)
+pixels only: placed cells are recorded where they show. With contact placement (contact.py) a
+contact cell may overlap placed cells a little; the shared pixels are split along bisectors. After ``max_tries`` infeasible draws the cell is given up;
 more than ``max_unplaced * n`` given-up cells is an error (the density cannot be placed), so a
 mask never loops forever.
 
