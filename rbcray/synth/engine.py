@@ -12,7 +12,9 @@ turned by a grid symmetry that leaves the augmentation law unchanged (:func:`_tu
 cell's place is drawn from the placement law (placement.py: Eq. 3 or uniform) until it is
 *feasible*: the cell overlaps no placed cell, shows at least one pixel on the canvas, and its
 touching neighbours (8-connectivity) leave at least one of the K palette colours free; it takes a
-colour uniformly among the free ones. After ``max_tries`` infeasible draws the cell is given up;
+colour uniformly among the free ones. Overlaps and neighbours are judged on visible (on-canvas)
+pixels only: placed cells are recorded where they show. With contact placement (contact.py) a
+contact cell may overlap placed cells a little; the shared pixels are split along bisectors. After ``max_tries`` infeasible draws the cell is given up;
 more than ``max_unplaced * n`` given-up cells is an error (the density cannot be placed), so a
 mask never loops forever.
 
@@ -40,6 +42,7 @@ import numpy as np
 from rbcray.data.formats import PALETTE
 from rbcray.errors import DataError
 from rbcray.rng import MASK, sample_rng
+from rbcray.synth.cells import boxes_from_map, cell_table, paint_instances
 from rbcray.synth.config import SynthConfig
 from rbcray.synth.contact import neighbour_bits, visible
 from rbcray.synth.contact import split as contact_split
@@ -325,12 +328,12 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                     f"on a {W}x{H} canvas (cell size {cfg.cell_size:g} px, {K} colours); the density cannot be placed: "
                     "lower --cells-mean or --cell-size, enlarge the canvas, or raise --colors / max_tries"
                 )
-    cells = _cell_table(xs, ys, src, colour, wins, cells_used, ex, angle, scale, flip_h, flip_v, entry, turn_of, bank, W, H)
+    cells = cell_table(xs, ys, src, colour, wins, cells_used, ex, angle, scale, flip_h, flip_v, entry, turn_of, bank, W, H)
     if contact:  # cells changed by splits: the instance map is the id canvas; boxes and areas from it
         inst = ids[M : M + H, M : M + W].astype(np.uint16)
-        _boxes_from_map(cells, inst)
+        boxes_from_map(cells, inst)
     else:
-        inst = _paint_instances([c[0] for c in cells_used], wins, W, H)
+        inst = paint_instances([c[0] for c in cells_used], wins, W, H)
     colors = np.concatenate([[-1], np.asarray(colour, dtype=np.int64)])
     sample = MaskSample(int(seed), int(index), inst, colors, cells, n_req, unplaced, total_tries, color_rejections)
     sample._colbits = np.ascontiguousarray(col[M : M + H, M : M + W])
@@ -364,42 +367,6 @@ def _workspace(H: int, W: int, M: int, ms: int, col_dtype: type) -> tuple[np.nda
     return col, inv
 
 
-def _paint_instances(masks: list[np.ndarray], wins: list[tuple[int, int]], W: int, H: int) -> np.ndarray:
-    """The uint16 instance map: cell k + 1 painted with ``masks[k]`` at canvas ``wins[k]`` (clipped).
-
-    Cells never overlap, so the painting order is free: top to bottom keeps the rows being written
-    in cache (painting while placing would touch a random band of a large canvas per cell).
-    """
-    inst = np.zeros((H, W), np.uint16)
-    copyto = np.copyto
-    for k in sorted(range(len(masks)), key=lambda j: wins[j][1]):
-        m = masks[k]
-        x0, y0 = wins[k]
-        h, w = m.shape
-        if x0 >= 0 and y0 >= 0 and x0 + w <= W and y0 + h <= H:
-            copyto(inst[y0 : y0 + h, x0 : x0 + w], k + 1, where=m.view(bool))
-        else:
-            ox, oy = max(0, -x0), max(0, -y0)
-            ex, ey = min(w, W - x0), min(h, H - y0)
-            copyto(inst[y0 + oy : y0 + ey, x0 + ox : x0 + ex], k + 1, where=m[oy:ey, ox:ex].view(bool))
-    return inst
-
-
-def _boxes_from_map(cells: dict[str, np.ndarray], inst: np.ndarray) -> None:
-    """Set the visible boxes and areas of ``cells`` from the instance map (ids 1..n, every one present)."""
-    from scipy import ndimage
-
-    n = len(cells["id"])
-    if n == 0:
-        return
-    sl = ndimage.find_objects(inst.astype(np.int32), max_label=n)
-    cells["y0"] = np.array([s[0].start for s in sl], np.int64)
-    cells["y1"] = np.array([s[0].stop for s in sl], np.int64)
-    cells["x0"] = np.array([s[1].start for s in sl], np.int64)
-    cells["x1"] = np.array([s[1].stop for s in sl], np.int64)
-    cells["area"] = np.bincount(inst.ravel(), minlength=n + 1)[1:].astype(np.int64)
-
-
 def _shows(m: np.ndarray, x0: int, y0: int, W: int, H: int) -> bool:
     """Whether a cell whose mask's top-left is at canvas (x0, y0) has a pixel on the canvas."""
     h, w = m.shape
@@ -417,46 +384,6 @@ def _pick_bit(free: int, u: float) -> int:
                 return c
             r -= 1
         c += 1
-
-
-def _cell_table(xs, ys, src, colour, wins, cells: list[Cell], ex, angle, scale, flip_h, flip_v, entry, turn_of,
-                bank: ShapeBank, W, H) -> dict[str, np.ndarray]:
-    """Per-cell table (see :data:`CELL_COLUMNS`); boxes and areas of the visible part."""
-    n = len(xs)
-    masks = [c[0] for c in cells]
-    x0 = np.array([p[0] for p in wins], dtype=np.int64).reshape(n)
-    y0 = np.array([p[1] for p in wins], dtype=np.int64).reshape(n)
-    hw = np.array([m.shape for m in masks], dtype=np.int64).reshape(n, 2)
-    x1, y1 = x0 + hw[:, 1], y0 + hw[:, 0]
-    area = np.array([c.area for c in cells], dtype=np.int64).reshape(n)
-    cut = np.flatnonzero((x0 < 0) | (y0 < 0) | (x1 > W) | (y1 > H))
-    bx0, by0, bx1, by1 = x0.copy(), y0.copy(), x1.copy(), y1.copy()
-    for k in cut.tolist():  # cells cut by the border: box and area of what shows
-        m = masks[k]
-        ox, oy = max(0, -int(x0[k])), max(0, -int(y0[k]))
-        sub = np.ascontiguousarray(m[oy : max(oy, min(m.shape[0], H - int(y0[k]))), ox : max(ox, min(m.shape[1], W - int(x0[k])))])
-        bx, by, bw, bh = cv2.boundingRect(sub)
-        area[k] = cv2.countNonZero(sub)
-        bx0[k], by0[k] = x0[k] + ox + bx, y0[k] + oy + by
-        bx1[k], by1[k] = bx0[k] + bw, by0[k] + bh
-    # the shape a cell uses: its own augmentation, or a re-used one of this mask (`shape` = that
-    # cell's index, `turn` = the grid symmetry applied; see shapes.turn)
-    shape = np.asarray(entry, dtype=np.int64)[src] if n else np.zeros(0, np.int64)
-    pick = (lambda a, dt: np.asarray(a, dtype=dt)[shape] if n else np.zeros(0, dt))  # noqa: E731
-    ex_a = pick(ex, np.int64)
-    return {
-        "id": np.arange(1, n + 1, dtype=np.int64),
-        "x0": bx0, "y0": by0, "x1": bx1, "y1": by1,
-        "cx": np.asarray(xs, dtype=np.float64), "cy": np.asarray(ys, dtype=np.float64),
-        "area": area,
-        "category": bank.category[ex_a],
-        "exemplar": bank.exemplar_id[ex_a],
-        "angle": pick(angle, np.float64), "scale": pick(scale, np.float64),
-        "flip_h": pick(flip_h, bool), "flip_v": pick(flip_v, bool),
-        "turn": np.asarray(turn_of, dtype=np.int64)[src] if n else np.zeros(0, np.int64),
-        "shape": shape,
-        "color": np.asarray(colour, dtype=np.int64),
-    }
 
 
 def sample_record(s: MaskSample) -> dict[str, Any]:
