@@ -1,7 +1,8 @@
-"""``rbcray train`` and ``rbcray styles``: pix2pixHD training (Bailo et al. 2019, Sec. 4.2) and style grids.
+"""``rbcray train`` and ``rbcray styles``: generator training (any registered family) and style grids.
 
-Thin front-ends over :mod:`rbcray.train.pix2pixhd` (plain loop), :mod:`rbcray.distributed.train`
-(Ray Train) and :mod:`rbcray.models.pix2pixhd.inference`.
+Thin front-ends over :mod:`rbcray.train.runner` (plain loop), :mod:`rbcray.distributed.train`
+(Ray Train) and the families of :mod:`rbcray.models.registry` (``--model``: pix2pixhd, the default
+(Bailo et al. 2019, Sec. 4.2), or unet-wgangp).
 """
 
 from __future__ import annotations
@@ -16,49 +17,51 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see r
 from rbcray.config import load_config, replace  # noqa: E402
 from rbcray.errors import ConfigError, DataError  # noqa: E402
 
-#: Config names shipped with rbcray (``--config demo`` ...), in rbcray/configs/.
-PACKAGED = {"demo": "pix2pixhd_demo.yaml", "paper": "pix2pixhd_paper.yaml"}
+DEFAULT_MODEL = "pix2pixhd"
 
 
-def resolve_config(spec: str | None):
-    """Training config from a file, a packaged name ('demo', 'paper') or the defaults."""
-    from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig
+def resolve_config(spec: str | None, model: str = DEFAULT_MODEL):
+    """Training config of family ``model`` from a file, a packaged preset ('demo', 'paper') or the defaults."""
+    from rbcray.models.registry import get_family
 
+    family = get_family(model)
+    cls = family.config_class()
     if spec is None:
-        return Pix2PixHDTrainConfig()
-    if spec in PACKAGED and not Path(spec).exists():
-        with resources.as_file(resources.files("rbcray") / "configs" / PACKAGED[spec]) as p:
-            return load_config(Pix2PixHDTrainConfig, p)
+        return cls()
+    if spec in family.presets and not Path(spec).exists():
+        with resources.as_file(resources.files("rbcray") / "configs" / family.presets[spec]) as p:
+            return load_config(cls, p)
     if not Path(spec).is_file():
-        raise ConfigError(f"{spec}: config file not found (give a .yaml/.json file or one of {', '.join(PACKAGED)})")
-    return load_config(Pix2PixHDTrainConfig, spec)
+        raise ConfigError(f"{spec}: config file not found (give a .yaml/.json file or one of {', '.join(family.presets)})")
+    return load_config(cls, spec)
 
 
 def config_from_args(args: argparse.Namespace):
-    """The run's config: --config, then the command-line overrides."""
-    cfg = resolve_config(args.config)
-    cfg = replace(
-        cfg,
-        stage1_epochs=args.stage1_epochs,
-        stage2_epochs=args.stage2_epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        vgg_weights=args.vgg_weights,
-        device=args.device,
-        samples_per_epoch=args.samples_per_epoch,
-    )
-    if args.no_vgg_loss:
-        cfg = replace(cfg, vgg_loss=False)
-    if args.crop is not None:
-        cfg = replace(cfg, crop_size=list(args.crop))
+    """The run's config: --model and --config, then the command-line overrides (a flag the family's
+    config has no key for is a one-line error naming the key)."""
+    cfg = resolve_config(args.config, args.model)
+    overrides = {
+        "stage1_epochs": args.stage1_epochs,
+        "stage2_epochs": args.stage2_epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "vgg_weights": args.vgg_weights,
+        "device": args.device,
+        "samples_per_epoch": args.samples_per_epoch,
+        "vgg_loss": False if args.no_vgg_loss else None,
+        "crop_size": list(args.crop) if args.crop is not None else None,
+    }
+    cfg = replace(cfg, **overrides)
     return cfg.with_epochs(args.epochs)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rbcray.train.pix2pixhd import check_vgg, train
+    from rbcray.models.registry import get_family
+    from rbcray.train.runner import train
 
+    family = get_family(args.model)
     cfg = config_from_args(args)
-    check_vgg(cfg)  # before any data loading or cluster start
+    family.check(cfg)  # before any data loading or cluster start
     if args.threads:
         import torch
 
@@ -78,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from rbcray import storage
 
         model = storage.join(args.out, "model")
-    print(f"trained pix2pixHD: {model} (use: rbcray styles --checkpoint {args.out} ...; rbcray generate --checkpoint {args.out} ...)")
+    print(f"trained {family.title}: {model} (use: rbcray generate --checkpoint {args.out} ...)")
     return 0
 
 
@@ -97,33 +100,35 @@ def read_mask(path: str):
 
 def cmd_styles(args: argparse.Namespace) -> int:
     from rbcray.io import write_png
-    from rbcray.models.pix2pixhd.inference import Pix2PixHDTranslator
+    from rbcray.models.registry import load_translator
     from rbcray.train.pix2pixhd_export import styles_grid
 
     inst = read_mask(args.mask)
     if not str(args.out).lower().endswith(".png"):
         raise DataError(f"{args.out}: the styles grid is written as PNG; give a .png file name")
-    tr = Pix2PixHDTranslator.load(args.checkpoint, device=args.device)
+    tr = load_translator(args.checkpoint, device=args.device)
     write_png(args.out, styles_grid(tr, inst, seed=args.seed))
     print(f"wrote {args.out}: the mask and {tr.num_styles} styles")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train pix2pixHD (two stages) on a dataset folder, with Ray Train")
+    p = sub.add_parser("train", help="train a mask -> image generator (pix2pixHD or unet-wgangp) on a dataset folder, with Ray Train")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"generator family (default {DEFAULT_MODEL}; see rbcray.models.registry: pix2pixhd, unet-wgangp)")
     p.add_argument("--data", required=True, help="dataset folder (images + instances), e.g. from 'rbcray annotate'")
     p.add_argument("--out", required=True, help="run folder: local path or s3://bucket/prefix; re-running resumes")
-    p.add_argument("--config", help="training config (.yaml/.json), or 'demo' / 'paper'")
+    p.add_argument("--config", help="training config of the --model family (.yaml/.json), or 'demo' / 'paper'")
     p.add_argument("--workers", type=int, help="Ray Train workers (default: #GPUs, or 1 on CPU)")
-    p.add_argument("--epochs", type=int, help="total epochs, split over the two stages as in the config")
-    p.add_argument("--stage1-epochs", type=int)
-    p.add_argument("--stage2-epochs", type=int)
+    p.add_argument("--epochs", type=int, help="total epochs (pix2pixHD: split over the two stages as in the config)")
+    p.add_argument("--stage1-epochs", type=int, help="pix2pixHD only")
+    p.add_argument("--stage2-epochs", type=int, help="pix2pixHD only")
     p.add_argument("--batch-size", type=int, help="crops per worker and step")
     p.add_argument("--samples-per-epoch", type=int, help="crops per epoch (default: one per image)")
     p.add_argument("--crop", type=int, nargs=2, metavar=("W", "H"), help="training crop size (stage 2)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--no-vgg-loss", action="store_true", help="train without the VGG19 perceptual loss")
-    p.add_argument("--vgg-weights", help="torchvision VGG19 weights file (default: torch hub cache)")
+    p.add_argument("--no-vgg-loss", action="store_true", help="pix2pixHD: train without the VGG19 perceptual loss")
+    p.add_argument("--vgg-weights", help="pix2pixHD: torchvision VGG19 weights file (default: torch hub cache)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-ray", action="store_true", help="single-process loop in this process (no Ray)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")

@@ -1,15 +1,16 @@
-"""Ray Train v2 adapter for pix2pixHD training (the library is rbcray.train.pix2pixhd*).
+"""Ray Train v2 adapter for generator training, any family (the libraries are rbcray.train.*).
 
 ``TorchTrainer`` runs :func:`_worker` on ``num_workers`` workers (one GPU each when the cluster
-has GPUs; DDP over NCCL on GPU, gloo on CPU, set up by Ray Train). Each worker builds the same
-:class:`~rbcray.train.pix2pixhd_loop.Trainer`, which sees the process group and wraps its
-networks in DDP and shards the crops with a DistributedSampler. After every epoch all workers
+has GPUs; NCCL on GPU, gloo on CPU, set up by Ray Train). Each worker builds the same Trainer of
+the config's family (:func:`rbcray.models.registry.family_of_config`; e.g.
+:class:`~rbcray.train.pix2pixhd_loop.Trainer`), which sees the process group, synchronises its
+gradients (DDP for pix2pixHD) and shards the crops with a DistributedSampler. After every epoch all workers
 ``ray.train.report`` the metrics; rank 0 attaches a checkpoint (G, D, E, optimisers, epoch,
 config, dataset statistics) that Ray Train copies to ``RunConfig(storage_path=...)`` — a local
 folder or ``s3://`` / ``gs://``. The run's folder is the user's ``--out`` URI: re-running with the
 same URI resumes from its latest checkpoint, and ``FailureConfig(max_failures)`` restarts a
 worker group that lost a worker from the last checkpoint. When the last epoch is done, rank 0
-fits the style clusters and writes ``OUT/model/``.
+runs the family's export (pix2pixHD: style clusters) and writes ``OUT/model/``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from rbcray import storage
 from rbcray.config import from_dict, to_dict
 from rbcray.errors import RbcrayError
-from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig, check_vgg, format_metrics, latest_checkpoint
+from rbcray.train.pix2pixhd import latest_checkpoint
 
 #: Fault injection for tests: "RANK:EPOCH:MARKER" makes worker RANK exit abruptly after finishing
 #: EPOCH (and reporting it), once: only while the file MARKER does not exist (it is created first).
@@ -67,16 +68,17 @@ def _worker(config: dict[str, Any]) -> None:
     import torch
 
     from rbcray.models.pix2pixhd.checkpoint import load_state, save_state
-    from rbcray.train.pix2pixhd_export import export_model
-    from rbcray.train.pix2pixhd_loop import Trainer, open_dataset
+    from rbcray.models.registry import get_family
+    from rbcray.train.pix2pixhd_loop import open_dataset
 
     _quiet_ray_train_reports()
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
-    cfg = from_dict(Pix2PixHDTrainConfig, config["cfg"], where="train config")
+    family = get_family(config["family"])
+    cfg = from_dict(family.config_class(), config["cfg"], where="train config")
     out = config["out"]
     rank = ray.train.get_context().get_world_rank()
-    trainer = Trainer(cfg, open_dataset(config["data"]), device=rtt.get_device())
+    trainer = family.trainer_class()(cfg, open_dataset(config["data"]), device=rtt.get_device())
     ck = ray.train.get_checkpoint()
     if ck is not None:
         with ck.as_directory() as d:
@@ -91,7 +93,7 @@ def _worker(config: dict[str, Any]) -> None:
         metrics = trainer.train_epoch()
         epoch = trainer.epoch
         if rank == 0:
-            _say(format_metrics(epoch, cfg.total_epochs, metrics))
+            _say(family.metrics_line(epoch, cfg.total_epochs, metrics))
             storage.write_bytes(storage.join(out, "samples", f"epoch_{epoch:04d}.png"), trainer.sample_grid())
         report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.total_epochs:
@@ -105,7 +107,7 @@ def _worker(config: dict[str, Any]) -> None:
             ray.train.report(report)
         _maybe_fail(config.get("fault"), rank, epoch)
     if rank == 0:
-        export_model(trainer, out, log=_say)
+        family.export_fn()(trainer, out, log=_say)
 
 
 def run_location(out: str) -> tuple[str, str, Any]:
@@ -122,7 +124,7 @@ def run_location(out: str) -> tuple[str, str, Any]:
 
 
 def train_distributed(
-    cfg: Pix2PixHDTrainConfig,
+    cfg: Any,
     data: str | Path,
     out: str,
     *,
@@ -132,7 +134,8 @@ def train_distributed(
     max_failures: int = 2,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train on the Ray cluster (started or joined with init_ray); returns a summary of the run.
+    """Train ``cfg`` (any family's training config) on the Ray cluster (started or joined with
+    init_ray); returns a summary of the run.
 
     ``workers`` defaults to the cluster's GPU count (or 1 on a CPU-only cluster); ``use_gpu`` to
     whether it has GPUs; ``cpus_per_worker`` to an even share of the CPUs (at most 8 per GPU
@@ -143,9 +146,11 @@ def train_distributed(
     from ray.train.torch import TorchTrainer
 
     from rbcray.distributed.runtime import init_ray
+    from rbcray.models.registry import family_of_config
     from rbcray.train.pix2pixhd_loop import open_dataset
 
-    check_vgg(cfg)
+    family = family_of_config(cfg)
+    family.check(cfg)
     open_dataset(data)  # fail before starting workers when the folder is not a training set
     storage.check_writable(out)
     # training moves no data through the object store: keep it small on a local instance
@@ -171,6 +176,7 @@ def train_distributed(
     trainer = TorchTrainer(
         _worker,
         train_loop_config={
+            "family": family.name,
             "cfg": to_dict(cfg),
             "data": str(Path(data).resolve()),
             "out": out.rstrip("/") if storage.is_remote(out) else os.path.abspath(out),

@@ -81,7 +81,7 @@ def _read(uri: str, what: str) -> bytes:
 
 def prepare(cfg: GenerateConfig, log: Callable[[str], None] = print) -> RunPlan:
     """Check inputs and output, plan the shards and find the ones a previous run finished."""
-    from rbcray.models.pix2pixhd.checkpoint import read_model
+    from rbcray.models.registry import open_model
     from rbcray.synth.config import resolve_config
     from rbcray.synth.shapes import ShapeBank
 
@@ -94,7 +94,7 @@ def prepare(cfg: GenerateConfig, log: Callable[[str], None] = print) -> RunPlan:
     bank = ShapeBank.load(cfg.shapes)
     if len(bank) == 0:
         raise RbcrayError(f"{cfg.shapes}: the shape bank is empty")
-    manifest, files = read_model(cfg.checkpoint)
+    _family, manifest, files = open_model(cfg.checkpoint)  # any generator family
     ckpt_sha = hashlib.sha256(files["generator.pt"]).hexdigest()
     num_styles = 0
     if "styles.npz" in files:
@@ -185,11 +185,11 @@ class ShardTranslator:
                  threads: int | None = None, encode_threads: int = 4) -> None:
         import torch
 
-        from rbcray.models.pix2pixhd.inference import Pix2PixHDTranslator
+        from rbcray.models.registry import load_translator
 
         if threads:
             torch.set_num_threads(int(threads))
-        self.tr = Pix2PixHDTranslator.load(checkpoint, device=device)
+        self.tr = load_translator(checkpoint, device=device)  # the checkpoint's family
         self.style = style
         self.batch_size = int(batch_size)
         self.pool = cf.ThreadPoolExecutor(max_workers=encode_threads)  # cv2.imencode releases the GIL
