@@ -27,8 +27,9 @@ def mmd2_cubic(a: np.ndarray, b: np.ndarray) -> float:
 
 def kid(a: np.ndarray, b: np.ndarray, n_subsets: int = 50, subset_size: int = 200, seed: int = 0) -> dict[str, Any]:
     """``{"kid": mean, "std": std over subsets, "n_subsets", "subset_size"}`` (subsets drawn without
-    replacement within each, by ``np.random.default_rng(seed)``; capped at the smaller side)."""
-    m = min(len(a), len(b), subset_size)
+    replacement within each, by ``np.random.default_rng(seed)``; at most half the smaller side)."""
+    # at most half of the smaller side, so that subsets differ and their spread means something
+    m = min(subset_size, min(len(a), len(b)) // 2)
     if m < 2:
         return {"kid": None, "std": None, "note": "KID needs at least 2 feature vectors per side"}
     rng = np.random.default_rng([seed, 0x41D])
