@@ -243,3 +243,30 @@ def test_ray_train_two_workers_same_layout(ray_session, crops, tmp_path) -> None
     inst = read_instances(crops / "instances" / "crop2.png")
     a, b = load_translator(out, device="cpu").translate([inst, inst], None, seeds=[3, 3])
     assert a.shape == (64, 64, 3) and np.array_equal(a, b)
+
+
+def test_val_scoring_keeps_the_best_model_cli(crops, tmp_path, capsys) -> None:
+    """``rbcray encoder`` then ``rbcray train --val-data --val-encoder``: scores every epoch, the best
+    model is a loadable model folder under OUT/best, scores in OUT/val.json."""
+    from rbcray.config import to_dict
+
+    enc = tmp_path / "enc.pt"
+    assert main(["encoder", "--data", str(crops), "--out", str(enc), "--steps", "20", "--crop", "48"]) == 0
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(to_dict(replace(TINY, epochs=2))))
+    out = tmp_path / "run"
+    assert main(["train", "--model", "unet-wgangp", "--data", str(crops), "--config", str(cfg), "--no-ray", "--threads", "1",
+                 "--out", str(out), "--val-data", str(crops), "--val-encoder", str(enc), "--val-every", "1"]) == 0
+    hist = json.loads((out / "val.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2] and hist[0]["best"]
+    for h in hist:
+        assert 0 <= h["dice"] <= 1 and h["dice_ci"][0] <= h["dice"] <= h["dice_ci"][1] and np.isfinite(h["kid"])
+    best = max(hist, key=lambda h: h["dice"])
+    m = json.loads((out / "best" / "model" / "model.json").read_text())
+    assert m["epoch"] == best["epoch"] and m["format"] == "rbcray-unet-wgangp"
+    assert load_translator(str(out / "best"), device="cpu").translate([read_instances(crops / "instances" / "crop1.png")],
+                                                                      None, [1])[0].shape == (64, 64, 3)
+    capsys.readouterr()
+    assert main(["train", "--model", "unet-wgangp", "--data", str(crops), "--config", str(cfg), "--no-ray",
+                 "--out", str(tmp_path / "o2"), "--val-data", str(crops)]) == 2
+    assert "--val-data and --val-encoder go together" in capsys.readouterr().err

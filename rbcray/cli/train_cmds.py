@@ -62,12 +62,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     family = get_family(args.model)
     cfg = config_from_args(args)
     family.check(cfg)  # before any data loading or cluster start
+    val = None
+    if args.val_data or args.val_encoder:
+        from rbcray.train.validate import ValSpec
+
+        if not (args.val_data and args.val_encoder):
+            raise ConfigError("--val-data and --val-encoder go together (val images + a real-image encoder from 'rbcray encoder')")
+        for f in (args.val_data, args.val_encoder):
+            if not Path(f).exists():
+                raise DataError(f"{f}: not found")
+        val = ValSpec(data=args.val_data, encoder=args.val_encoder, every=args.val_every)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     if args.no_ray:
-        summary = train(cfg, args.data, args.out)
+        summary = train(cfg, args.data, args.out, val=val)
         model = summary.get("model")
     else:
         from rbcray.distributed.train import train_distributed
@@ -76,12 +86,30 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.cpus_per_worker = float(args.threads)
         train_distributed(
             cfg, args.data, args.out, workers=args.workers, use_gpu={"cuda": True, "cpu": False}.get(args.device or ""),
-            cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
+            cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, val=val,
         )
         from rbcray import storage
 
         model = storage.join(args.out, "model")
     print(f"trained {family.title}: {model} (use: rbcray generate --checkpoint {args.out} ...)")
+    return 0
+
+
+def cmd_encoder(args: argparse.Namespace) -> int:
+    from rbcray.data.dataset import Dataset
+    from rbcray.data.provenance import provenance_record
+    from rbcray.data.splits import load_splits, select
+    from rbcray.evaluate.data import Sample
+    from rbcray.evaluate.encoder import EncoderConfig, RealEncoder
+
+    ds = Dataset.open(args.data)
+    splits = load_splits(args.splits) if args.splits else None
+    stems = select(ds.stems, splits, args.split, where=str(args.data))
+    samples = [Sample(s, "real", ds.load_image(s), ds.load_instances(s)) for s in stems]
+    prov = provenance_record(ds.name, stems, root=str(ds.root), splits=splits, role=args.split)
+    enc = RealEncoder.train(samples, EncoderConfig(crop=args.crop, steps=args.steps, seed=args.seed), provenance=prov, log=print)
+    enc.save(args.out)
+    print(f"wrote {args.out}: encoder trained on {len(stems)} real images ({prov['split']})")
     return 0
 
 
@@ -134,7 +162,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
     p.add_argument("--cpus-per-worker", type=float)
     p.add_argument("--threads", type=int, help="torch CPU threads (per worker)")
+    p.add_argument("--val-data", help="dataset folder of held-out val images: scored every --val-every epochs, best kept in OUT/best")
+    p.add_argument("--val-encoder", help="real-image encoder file of 'rbcray encoder' (trained on the train split)")
+    p.add_argument("--val-every", type=int, default=5, help="epochs between validation scores (default 5)")
     p.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("encoder", help="train the real-image encoder/segmenter of the weight-free realism metrics")
+    e.add_argument("--data", required=True, help="dataset folder (images + instance masks)")
+    e.add_argument("--out", required=True, help="encoder file to write (.pt)")
+    e.add_argument("--splits", help="split file of 'rbcray split' (train only on --split)")
+    e.add_argument("--split", help="role to train on (train)")
+    e.add_argument("--steps", type=int, default=400)
+    e.add_argument("--crop", type=int, default=96, help="training crop side (pixels)")
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=cmd_encoder)
 
     s = sub.add_parser("styles", help="render one mask in every style cluster of a trained model (a grid PNG)")
     s.add_argument("--checkpoint", required=True, help="the --out of 'rbcray train' (local path or URI)")

@@ -85,6 +85,12 @@ def _worker(config: dict[str, Any]) -> None:
             trainer.load_state_dict(load_state(d), name=f"{out} (Ray checkpoint)")
     elif (prev := latest_checkpoint(out)) is not None:  # e.g. a run begun with the plain loop
         trainer.load_state_dict(load_state(prev), name=prev)
+    validator = None
+    if config.get("val") and rank == 0:
+        from rbcray.train.validate import Validator, ValSpec
+
+        validator = Validator(ValSpec(**config["val"]))
+        validator.resume(out)
     if trainer.epoch and trainer.epoch < cfg.total_epochs:
         trainer.resumes.append(trainer.epoch)
         if rank == 0:
@@ -105,6 +111,8 @@ def _worker(config: dict[str, Any]) -> None:
                 ray.train.report(report, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
         else:
             ray.train.report(report)
+        if validator is not None:  # rank 0 only; the others wait at the next collective
+            validator(trainer, family, out, epoch, cfg.total_epochs, _say)
         _maybe_fail(config.get("fault"), rank, epoch)
     if rank == 0:
         family.export_fn()(trainer, out, log=_say)
@@ -133,13 +141,15 @@ def train_distributed(
     cpus_per_worker: float | None = None,
     max_failures: int = 2,
     log: Callable[[str], None] = print,
+    val: Any = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` (any family's training config) on the Ray cluster (started or joined with
     init_ray); returns a summary of the run.
 
     ``workers`` defaults to the cluster's GPU count (or 1 on a CPU-only cluster); ``use_gpu`` to
     whether it has GPUs; ``cpus_per_worker`` to an even share of the CPUs (at most 8 per GPU
-    worker). The dataset folder must be readable at the same path by every worker.
+    worker). The dataset folder must be readable at the same path by every worker. ``val`` (a
+    :class:`~rbcray.train.validate.ValSpec`) is scored by rank 0 (see :mod:`rbcray.train.validate`).
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -182,6 +192,7 @@ def train_distributed(
             "out": out.rstrip("/") if storage.is_remote(out) else os.path.abspath(out),
             "threads": max(1, int(cpus_per_worker)),
             "fault": os.environ.get(FAULT_ENV),
+            "val": to_dict(val) if val is not None else None,
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}),
         run_config=run_config,

@@ -10,8 +10,8 @@ no torch), the pieces the shared code paths call:
   ``train_epoch() -> metrics``, ``sample_grid() -> PNG bytes``, ``state_dict()`` and
   ``load_state_dict(state, name)`` -- run by both the plain loop (:mod:`rbcray.train.runner`) and
   the Ray Train workers (:mod:`rbcray.distributed.train`);
-- ``export``: ``export(trainer, out, log) -> model folder URI`` writing ``OUT/model/`` (files, then
-  ``model.json`` whose ``format`` is the family's ``model_format``);
+- ``export``: ``export(trainer, out, log, force=False) -> model folder URI`` writing ``OUT/model/``
+  (files, then ``model.json`` whose ``format`` is the family's ``model_format``);
 - ``translator``: a class whose ``load(uri, device=None)`` returns a :class:`Translator`;
 - ``preflight`` (optional): ``preflight(cfg)`` raising before any work (e.g. missing weights);
 - ``format_metrics``: ``format_metrics(epoch, total, metrics) -> str``, one log line per epoch.

@@ -29,11 +29,14 @@ def train(
     log: Callable[[str], None] = print,
     on_epoch: EpochHook | None = None,
     export: bool = True,
+    val: Any = None,
 ) -> dict[str, Any]:
     """Train in this process, resuming from ``out``'s latest checkpoint; returns a summary.
 
     Re-running with the same ``out`` continues after the last saved epoch; a finished run is not
-    trained again (its model is exported if it is missing).
+    trained again (its model is exported if it is missing). ``val`` (a
+    :class:`~rbcray.train.validate.ValSpec`) scores the model every ``val.every`` epochs and keeps
+    the best in ``OUT/best``.
     """
     from rbcray.models.pix2pixhd.checkpoint import load_state, save_state
     from rbcray.models.registry import family_of_config
@@ -45,6 +48,12 @@ def train(
     ds = open_dataset(data)
     storage.check_writable(out)
     trainer = family.trainer_class()(cfg, ds)
+    validator = None
+    if val is not None:
+        from rbcray.train.validate import Validator
+
+        validator = Validator(val)
+        validator.resume(out)
     ck = latest_checkpoint(out)
     if ck is not None:
         trainer.load_state_dict(load_state(ck), name=ck)
@@ -65,9 +74,13 @@ def train(
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             _prune(out, cfg.keep_checkpoints)
+        if validator is not None:
+            validator(trainer, family, out, epoch, cfg.total_epochs, log)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
     summary: dict[str, Any] = {"epochs": trainer.epoch, "seconds": time.perf_counter() - t0, "history": trainer.history}
+    if validator is not None:
+        summary["val"] = validator.history
     if export:
         summary["model"] = family.export_fn()(trainer, out, log=log)
     return summary
