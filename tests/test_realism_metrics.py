@@ -123,3 +123,29 @@ def test_encoder_segments_and_mask_fidelity_separates_matching_masks(tmp_path) -
     assert len(boxes) == s.instances.max() and (scores > 0.5).all()
     f = enc.features(np.stack([s.image[:48, :48], s.image[48:, 48:]]))
     assert f.shape == (2, 11 * 8) and np.isfinite(f).all()
+
+
+def test_side_by_side_report_shape_and_order() -> None:
+    """A 'family' whose images ignore their masks and are tinted scores worse than real vs real on
+    every axis; the report has the demo's shape and renders as a table."""
+    from rbcray.evaluate.families import CompareParams, markdown_table, side_by_side
+
+    enc = RealEncoder.train([disc_sample(i) for i in range(6)], EncoderConfig(width=8, crop=48, steps=150, batch=4))
+    ref = [disc_sample(40 + i) for i in range(6)]
+    other = [disc_sample(50 + i) for i in range(6)]
+    bad = []
+    for i in range(6):
+        s = disc_sample(60 + i, shift=12)
+        img = s.image.astype(int)
+        img[..., 2] = np.clip(img[..., 2] + 80, 0, 255)
+        bad.append(Sample(s.name, "synthetic", img.astype(np.uint8), s.instances))
+    p = CompareParams(c2st=C2STParams(epochs=5, width=8, n_boot=50, n_perm=50), kid_subsets=10, n_boot=30)
+    r = side_by_side(enc, ref, other, {"bad": bad}, p)
+    assert set(r) == {"real_vs_real", "bad", "_setup"}
+    rr, b = r["real_vs_real"], r["bad"]
+    assert b["c2st"]["auc"] > 0.9 > rr["c2st"]["auc"]
+    assert b["kid"]["kid"] > rr["kid"]["kid"] + 3 * rr["kid"]["std"] and b["frechet"]["fd"] > rr["frechet"]["ci"][1]
+    assert b["mask_fidelity"]["dice"] < rr["mask_fidelity"]["dice"] - 0.3
+    assert rr["prdc"]["coverage"] > b["prdc"]["coverage"]
+    table = markdown_table(r)
+    assert table.count("\n") == 3 and "| real_vs_real |" in table and "| bad |" in table
