@@ -270,3 +270,38 @@ def test_val_scoring_keeps_the_best_model_cli(crops, tmp_path, capsys) -> None:
     assert main(["train", "--model", "unet-wgangp", "--data", str(crops), "--config", str(cfg), "--no-ray",
                  "--out", str(tmp_path / "o2"), "--val-data", str(crops)]) == 2
     assert "--val-data and --val-encoder go together" in capsys.readouterr().err
+
+
+def test_quality_gate_is_deterministic_and_fills_the_count(inputs, tmp_path, capsys) -> None:
+    """``--quality-encoder`` scores every row; ``--min-quality`` replaces the low ones by further
+    candidates, the same whatever the shard size, and the manifest reports the yield."""
+    stats = json.loads((Path(inputs["checkpoint"]) / "model" / "stats.json").read_text())
+    enc = tmp_path / "enc.pt"
+    assert main(["encoder", "--data", stats["dataset"], "--out", str(enc), "--steps", "30", "--crop", "64"]) == 0
+
+    def run(name: str, *extra: str) -> tuple[pd.DataFrame, dict]:
+        out = tmp_path / name
+        assert main(["generate", "--checkpoint", inputs["checkpoint"], "--shapes", inputs["shapes"], "--stats", inputs["stats"],
+                     "--num-samples", "6", "--out", str(out), "--width", "96", "--height", "64", "--local", "--no-progress",
+                     "--quality-encoder", str(enc), *extra]) == 0
+        assert verify_output(str(out))["problems"] == []
+        df = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("shard-*.parquet"))).set_index("sample_id")
+        return df, json.loads((out / "manifest.json").read_text())["quality"]
+
+    scored, q0 = run("scored", "--shard-size", "6")
+    assert scored["quality"].between(0, 1).all() and (scored["attempts"] == 1).all() and q0["yield"] == 1.0
+    t = float(np.median(scored["quality"]))
+    gated, q1 = run("gated", "--shard-size", "2", "--min-quality", str(t), "--max-attempts", "4")
+    again, q2 = run("gated-again", "--shard-size", "4", "--min-quality", str(t), "--max-attempts", "4")
+    assert len(gated) == 6 and gated["image"].tolist() == again["image"].tolist() and q1 == {**q2}
+    low = scored["quality"] < t
+    assert low.any() and (gated.loc[~low, "image"] == scored.loc[~low, "image"]).all()  # accepted ones stay
+    assert (gated.loc[low, "attempts"] > 1).all()
+    kept_low = gated["quality"] < t
+    assert (gated.loc[kept_low, "attempts"] == 5).all()  # only after every candidate failed
+    assert q1["candidates"] == int(gated["attempts"].sum()) and q1["yield"] == pytest.approx((6 - kept_low.sum()) / q1["candidates"])
+    assert q1["below_min_quality"] == int(kept_low.sum())
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", inputs["checkpoint"], "--shapes", inputs["shapes"], "--stats", inputs["stats"],
+                 "--num-samples", "2", "--out", str(tmp_path / "x"), "--min-quality", "0.5", "--local"]) == 2
+    assert "--min-quality needs --quality-encoder" in capsys.readouterr().err

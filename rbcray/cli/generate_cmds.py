@@ -27,6 +27,9 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--placement", choices=("adhesive", "uniform"), default="adhesive")
     p.add_argument("--n-init", type=int, help="uniform seeds before adhesive placement (Eq. 3; default 20)")
     p.add_argument("--kernel-inner", type=float, help="kernel value within cell_size of a placed cell (default 0)")
+    p.add_argument("--quality-encoder", help="encoder file of 'rbcray encoder': every sample gets a quality score (mask fidelity)")
+    p.add_argument("--min-quality", type=float, help="replace samples below this quality by further candidates (deterministic)")
+    p.add_argument("--max-attempts", type=int, help="candidates per sample before the best one is kept (default 16)")
     p.add_argument("--shard-size", type=int, help="samples per shard (default: from --shard-bytes)")
     p.add_argument("--shard-bytes", type=int, default=256 * 2**20, help="target shard size in bytes (default 256 MiB)")
     p.add_argument("--mask-actors", type=int, help="CPU mask actors (default: sized from the cluster)")
@@ -55,7 +58,7 @@ def config_from_args(args: argparse.Namespace):
 
     keys = ("checkpoint", "shapes", "stats", "out", "num_samples", "seed", "style", "png", "coco", "width", "height",
             "cells_mean", "cells_std", "cell_size", "placement", "n_init", "kernel_inner", "shard_size", "shard_bytes",
-            "mask_actors", "gen_actors", "gen_cpus", "batch_size", "address")
+            "mask_actors", "gen_actors", "gen_cpus", "batch_size", "address", "quality_encoder", "min_quality", "max_attempts")
     data = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     data["progress"] = not args.no_progress
     return from_dict(GenerateConfig, data, where="rbcray generate")
@@ -76,6 +79,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from rbcray.distributed.generate import run_ray
 
         manifest = run_ray(plan, log=log)
+    q = manifest.get("quality")
+    if q:
+        print(f"quality: mean {q['mean']:.3f}, {q['accepted']} of {q['candidates']} candidates accepted "
+              f"(yield {q['yield']:.2f}, threshold {q['min_quality']}; {q['below_min_quality']} kept below it)", file=sys.stderr)
     print(f"{cfg.out}: {manifest['n_samples']} samples in {manifest['n_shards']} shard(s); manifest written")
     return 0
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from rbcray.generate.engine import RunPlan, ShardMasker, ShardTranslator, finish, write_payload
+from rbcray.generate.engine import RunPlan, ShardMasker, ShardTranslator, finish, gate_spec, write_payload
 from rbcray.generate.shards import Shard
 
 #: Fault injection for tests: "STAGE:SHARD:MARKER" (STAGE mask or generate) makes that stage's
@@ -67,10 +67,10 @@ class ShardMaskActor:
 class ShardGenActor:
     """Generator actor (a GPU each when the cluster has GPUs): a shard's images."""
 
-    def __init__(self, checkpoint: str, style: int | None, batch_size: int, threads: int) -> None:
+    def __init__(self, checkpoint: str, style: int | None, batch_size: int, threads: int, gate: dict[str, Any] | None = None) -> None:
         # PNG encoding of the images runs here, beside the model (pixels never cross the object
         # store raw): one encoder thread per CPU of the actor, at least 2
-        self.translator = ShardTranslator(checkpoint, style, batch_size, threads=threads, encode_threads=max(2, threads))
+        self.translator = ShardTranslator(checkpoint, style, batch_size, threads=threads, encode_threads=max(2, threads), gate=gate)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         k = int(_one(batch, "index"))
@@ -154,7 +154,7 @@ def run_ray(plan: RunPlan, log: Callable[[str], None] = print, runtime_env: dict
         ds = ds.map_batches(
             ShardGenActor,
             fn_constructor_kwargs={"checkpoint": cfg.checkpoint, "style": cfg.style_choice, "batch_size": cfg.batch_size,
-                                   "threads": r["threads"]},
+                                   "threads": r["threads"], "gate": gate_spec(plan)},
             compute=ray.data.ActorPoolStrategy(size=r["gen_actors"]),
             batch_size=1, batch_format="numpy", **gen_args, **extra,
         )

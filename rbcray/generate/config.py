@@ -46,6 +46,11 @@ class GenerateConfig:
     placement: str = "adhesive"
     n_init: int | None = None
     kernel_inner: float | None = None
+    #: quality gate: encoder file of ``rbcray encoder`` (scores every sample: the ``quality`` column),
+    #: and the threshold below which samples are replaced by further candidates (rbcray.generate.quality)
+    quality_encoder: str | None = None
+    min_quality: float | None = None
+    max_attempts: int = 16
     #: samples per shard; None = from shard_bytes and the image size
     shard_size: int | None = None
     shard_bytes: int = 256 * 2**20
@@ -70,6 +75,9 @@ class GenerateConfig:
         check(self.gen_actors is None or self.gen_actors >= 1, f"--gen-actors {self.gen_actors} must be at least 1")
         check(self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1")
         check(self.gen_cpus is None or self.gen_cpus > 0, f"--gen-cpus {self.gen_cpus} must be positive")
+        check(self.min_quality is None or self.quality_encoder is not None, "--min-quality needs --quality-encoder")
+        check(self.min_quality is None or 0.0 <= self.min_quality <= 1.0, f"--min-quality {self.min_quality} must be in [0, 1]")
+        check(self.max_attempts >= 1, f"--max-attempts {self.max_attempts} must be at least 1")
         for name in ("checkpoint", "shapes", "stats", "out"):
             check(bool(getattr(self, name)), f"--{name.replace('_', '-')} is required")
 

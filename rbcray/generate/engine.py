@@ -103,6 +103,10 @@ def prepare(cfg: GenerateConfig, log: Callable[[str], None] = print) -> RunPlan:
         num_styles = StyleBank.from_bytes(files["styles.npz"], f"{cfg.checkpoint}/styles.npz").k
     if cfg.style_choice is not None and cfg.style_choice >= max(num_styles, 1):
         raise RbcrayError(f"--style {cfg.style}: the model has {num_styles} style clusters (0..{max(num_styles - 1, 0)})")
+    if cfg.quality_encoder is not None:
+        from rbcray.evaluate.encoder import RealEncoder
+
+        RealEncoder.load(cfg.quality_encoder)  # readable before any work
     per_shard = cfg.shard_size or S.samples_per_shard(cfg.shard_bytes, synth.width, synth.height)
     content = {k: v for k, v in cfg.content_dict().items() if k not in ("out", "checkpoint", "shapes", "stats")}
     plan = {
@@ -160,29 +164,28 @@ class ShardMasker:
         self.bank = ShapeBank.load(shapes)
         self.seed = int(seed)
 
-    def __call__(self, start: int, stop: int) -> bytes:
+    KEYS = ("sample_id", "seed", "instance_mask", "color_mask", "width", "height", "n_cells", "boxes")
+
+    def row(self, i: int) -> dict[str, Any]:
+        """The mask columns of sample id ``i``."""
         from rbcray.synth.engine import synthesize
 
-        cols: dict[str, list] = {k: [] for k in ("sample_id", "seed", "instance_mask", "color_mask", "width", "height", "n_cells", "boxes")}
-        for i in range(start, stop):
-            s = synthesize(self.bank, self.cfg, self.seed, i)
-            cols["sample_id"].append(i)
-            cols["seed"].append(self.seed)
-            cols["instance_mask"].append(encode_png(s.instances, PNG_LEVEL))
-            cols["color_mask"].append(encode_png(s.color_mask(), PNG_LEVEL))
-            cols["width"].append(self.cfg.width)
-            cols["height"].append(self.cfg.height)
-            cols["n_cells"].append(s.n_cells)
-            cols["boxes"].append(s.box_records())
-        schema = pa.schema([S.SCHEMA.field(k) for k in cols])
-        return payload_bytes(pa.Table.from_pydict(cols, schema=schema))
+        s = synthesize(self.bank, self.cfg, self.seed, i)
+        return {"sample_id": i, "seed": self.seed, "instance_mask": encode_png(s.instances, PNG_LEVEL),
+                "color_mask": encode_png(s.color_mask(), PNG_LEVEL), "width": self.cfg.width, "height": self.cfg.height,
+                "n_cells": s.n_cells, "boxes": s.box_records()}
+
+    def __call__(self, start: int, stop: int) -> bytes:
+        rows = [self.row(i) for i in range(start, stop)]
+        schema = pa.schema([S.SCHEMA.field(k) for k in self.KEYS])
+        return payload_bytes(pa.Table.from_pylist(rows, schema=schema))
 
 
 class ShardTranslator:
     """Stage 2: the images of a shard (loads the model once; GPU when available)."""
 
     def __init__(self, checkpoint: str, style: int | None, batch_size: int, device: str | None = None,
-                 threads: int | None = None, encode_threads: int = 4) -> None:
+                 threads: int | None = None, encode_threads: int = 4, gate: dict[str, Any] | None = None) -> None:
         import torch
 
         from rbcray.models.registry import load_translator
@@ -193,12 +196,19 @@ class ShardTranslator:
         self.style = style
         self.batch_size = int(batch_size)
         self.pool = cf.ThreadPoolExecutor(max_workers=encode_threads)  # cv2.imencode releases the GIL
+        self.gate = None
+        if gate is not None:  # quality scores, and replacement of samples below --min-quality
+            from rbcray.generate.quality import GateSpec, QualityGate
+
+            self.gate = QualityGate(GateSpec(**gate))
 
     def __call__(self, payload: bytes) -> bytes:
         t = payload_table(payload)
-        rows = t.select(["sample_id", "seed", "instance_mask", "boxes"]).to_pylist()
+        rows = t.to_pylist()
         images: list[Any] = [None] * len(rows)
         styles: list[list[int]] = [[] for _ in rows]
+        quality: list[float | None] = [None] * len(rows)
+        attempts = [1] * len(rows)
         for a in range(0, len(rows), self.batch_size):
             chunk = rows[a : a + self.batch_size]
             inst = [decode_png(r["instance_mask"], f"sample {r['sample_id']}") for r in chunk]
@@ -206,10 +216,16 @@ class ShardTranslator:
             seeds = [(r["seed"], r["sample_id"]) for r in chunk]
             out = self.tr.translate_with_styles(inst, cats, seeds, self.style)
             for k, (img, clusters) in enumerate(out):
+                if self.gate is not None:
+                    rows[a + k], img, clusters, quality[a + k], attempts[a + k] = self.gate.fill(
+                        self.tr, self.style, rows[a + k], inst[k], img, clusters)
                 images[a + k] = self.pool.submit(encode_png, img, PNG_LEVEL)
-                styles[a + k] = [int(clusters[b["instance_id"]]) for b in chunk[k]["boxes"]]
+                styles[a + k] = [int(clusters[b["instance_id"]]) for b in rows[a + k]["boxes"]]
+        t = pa.Table.from_pylist(rows, schema=t.schema)
         t = t.append_column(S.SCHEMA.field("image"), pa.array([f.result() for f in images], pa.binary()))
         t = t.append_column(S.SCHEMA.field("styles"), pa.array(styles, pa.list_(pa.int32())))
+        t = t.append_column(S.SCHEMA.field("quality"), pa.array(quality, pa.float32()))
+        t = t.append_column(S.SCHEMA.field("attempts"), pa.array(attempts, pa.int32()))
         return payload_bytes(t)
 
 
@@ -251,9 +267,39 @@ def finish(plan: RunPlan, entries: list[dict[str, Any]], seconds: float, stage_s
         "png_tree": plan.cfg.png,
         "coco": "coco.json" if plan.cfg.coco else None,
         "config": plan.plan,
+        "quality": quality_summary(plan),
         "timing": {"seconds": seconds, **{f"{k}_seconds": v for k, v in stage_seconds.items()}},
     }
     return S.write_manifest(plan.cfg.out, entries, info)
+
+
+def gate_spec(plan: RunPlan) -> dict[str, Any] | None:
+    """The quality gate's settings for the generator stage (None without --quality-encoder)."""
+    cfg = plan.cfg
+    if cfg.quality_encoder is None:
+        return None
+    return {"encoder": cfg.quality_encoder, "min_quality": cfg.min_quality, "max_attempts": cfg.max_attempts,
+            "num_samples": cfg.num_samples, "shapes": cfg.shapes, "synth": plan.synth, "seed": cfg.seed}
+
+
+def quality_summary(plan: RunPlan) -> dict[str, Any] | None:
+    """Quality scores over the whole run and the gate's acceptance yield (read from the shards)."""
+    cfg = plan.cfg
+    if cfg.quality_encoder is None:
+        return None
+    import pyarrow.parquet as pq
+
+    q, att = [], []
+    for sh in plan.shards:
+        tab = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(cfg.out, sh.name))), columns=["quality", "attempts"])
+        q += tab.column("quality").to_pylist()
+        att += tab.column("attempts").to_pylist()
+    t = cfg.min_quality
+    below = sum(1 for v in q if t is not None and v < t)
+    candidates = int(sum(att))
+    return {"encoder": cfg.quality_encoder, "min_quality": t, "max_attempts": cfg.max_attempts,
+            "mean": float(sum(q) / len(q)), "min": float(min(q)), "candidates": candidates,
+            "accepted": len(q) - below, "below_min_quality": below, "yield": (len(q) - below) / candidates}
 
 
 def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -261,7 +307,7 @@ def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], Non
     cfg = plan.cfg
     t0 = time.perf_counter()
     masker = ShardMasker(cfg.shapes, plan.synth, cfg.seed)
-    translator = ShardTranslator(cfg.checkpoint, cfg.style_choice, cfg.batch_size, device)
+    translator = ShardTranslator(cfg.checkpoint, cfg.style_choice, cfg.batch_size, device, gate=gate_spec(plan))
     entries = list(plan.done.values())
     busy = {"mask": 0.0, "generate": 0.0, "write": 0.0}
     constants = plan.constants()

@@ -59,6 +59,8 @@ SCHEMA = pa.schema(
         ("n_cells", pa.int32()),
         ("boxes", pa.list_(BOX_TYPE)),
         ("styles", pa.list_(pa.int32())),
+        ("quality", pa.float32()),  # mask fidelity (null without --quality-encoder)
+        ("attempts", pa.int32()),  # candidates generated for this row (the quality gate; 1 without it)
         ("checkpoint_sha256", pa.string()),
         ("shapes_sha256", pa.string()),
         ("rbcray_version", pa.string()),
