@@ -16,7 +16,8 @@
 
 The shape bank: ``--shapes``, else the whole cells of the first ``--images`` Chula-RBC-12 images
 annotated with ``rbcray annotate`` into a temporary folder. Ends with one line:
-``mask_ms_median=<float> ratio_vs_literal=<float> actors2_over_actors1=<float>``.
+``mask_ms_median=<float> ratio_vs_literal=<float> actors2_over_actors1=<float> reuse64_ms=<float>
+independence_cost_pct=<float> calibrated_ms=<float>`` (the last NaN without ``--params``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,19 @@ def bench_fast(bank: ShapeBank, cfg: SynthConfig, n: int) -> tuple[float, float,
     return float(np.median(wall)) * 1e3, float(np.median(cpu)) * 1e3, float(np.mean(unplaced))
 
 
+def bench_pair(bank: ShapeBank, a: SynthConfig, b: SynthConfig, n: int) -> tuple[float, float]:
+    """Median CPU ms/mask of two configs, timed alternately (a slow spell of the machine hits both)."""
+    for cfg in (a, b):
+        synthesize(bank, cfg, 0, 10_000).color_mask()
+    ta, tb = [], []
+    for i in range(n):
+        for cfg, out in ((a, ta), (b, tb)):
+            c0 = time.process_time()
+            synthesize(bank, cfg, 0, i).color_mask()
+            out.append(time.process_time() - c0)
+    return float(np.median(ta)) * 1e3, float(np.median(tb)) * 1e3
+
+
 def bench_ray(shapes: str, cfg: SynthConfig, n: int, actors: int, batch: int = 16) -> float:
     """Masks/s of a pool of ``actors`` in steady state (pool start-up and bank loading excluded)."""
     import ray
@@ -106,6 +120,7 @@ def main() -> None:
     ap.add_argument("--literal-cells", type=int, default=50, help="cells placed by the literal reference")
     ap.add_argument("--ray-masks", type=int, default=320, help="masks per actor-pool run")
     ap.add_argument("--repeats", type=int, default=3, help="actor-pool runs per pool size (alternating)")
+    ap.add_argument("--params", help="params.json of 'rbcray calibrate': also time the calibrated setting (its own canvas)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,6 +133,22 @@ def main() -> None:
         uni_ms, _, uni_unplaced = bench_fast(bank, SynthConfig(**{**cfg.to_dict(), "placement": "uniform"}), max(5, args.masks // 3))
         print(f"fast adhesive, 1920x1200, 669 cells of 46 px: median {fast_ms:.1f} ms/mask wall, {fast_cpu:.1f} ms CPU "
               f"({unplaced:.1f} cells given up per mask); uniform: {uni_ms:.1f} ms ({uni_unplaced:.1f})")
+
+        # every cell its own augmented shape (the default, shapes_per_mask 0) against re-using 64
+        # augmented shapes per mask (the former default), CPU time, alternating
+        own_ms, reuse_ms = bench_pair(bank, cfg, SynthConfig(**{**cfg.to_dict(), "shapes_per_mask": 64}), args.masks)
+        cost = 100.0 * (own_ms - reuse_ms) / own_ms
+        print(f"every cell its own shape: {own_ms:.1f} ms CPU/mask; 64 re-used shapes: {reuse_ms:.1f} ms; "
+              f"independence costs {cost:.0f} % of the mask time")
+        cal_ms = float("nan")
+        if args.params:
+            from rbcray.synth.calibrate import load_params
+
+            pc = SynthConfig.from_dict(load_params(args.params))
+            cal_ms, _, cal_unplaced = bench_fast(bank, pc, args.masks)
+            print(f"calibrated setting ({args.params}: {pc.width}x{pc.height}, {pc.cells_mean:.0f} cells of {pc.cell_size:.0f} px, "
+                  f"contact {pc.contact_prob:.2f}/{pc.contact_overlap:.2f}, kernel {pc.kernel_inside}): {cal_ms:.1f} ms/mask "
+                  f"({cal_unplaced:.1f} cells given up per mask)")
 
         r = literal_synthesize(bank, cfg, 0, 0, n_cells=args.literal_cells)
         # equal work: the first n_init + 1 cells as measured (uniform start, then the mean of n_init
@@ -148,7 +179,8 @@ def main() -> None:
         rate = {k: float(np.median(v)) for k, v in runs.items()}
         print(f"Ray actor pool: 1 actor {rate[1]:.1f} masks/s, 2 actors {rate[2]:.1f} masks/s (medians of {args.repeats})")
         scale = rate[2] / rate[1]
-        print(f"mask_ms_median={fast_ms:.2f} ratio_vs_literal={ratio:.1f} actors2_over_actors1={scale:.2f}")
+        print(f"mask_ms_median={fast_ms:.2f} ratio_vs_literal={ratio:.1f} actors2_over_actors1={scale:.2f} "
+              f"reuse64_ms={reuse_ms:.2f} independence_cost_pct={cost:.1f} calibrated_ms={cal_ms:.2f}")
 
 
 if __name__ == "__main__":

@@ -48,10 +48,10 @@ def literal_synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int,
         if cfg.placement == "adhesive" and placed >= cfg.n_init:
             tm = time.perf_counter()
             if placed == cfg.n_init:  # P(n_init + 1): mean of the first n_init kernels
-                P = np.mean([kernel_map(x, y, W, H, cfg.cell_size, cfg.kernel_inner) for x, y in centres], axis=0)
+                P = np.mean([kernel_map(x, y, W, H, cfg.cell_size * cfg.kernel_scale, cfg.kernel_inner, cfg.kernel_inside == "reverted") for x, y in centres], axis=0)
             else:  # P(i) = (1 - a_i) P(i - 1) + a_i z(l_{i-1}), a_i = 1 / i
                 a = 1.0 / (placed + 1)
-                P = (1.0 - a) * P + a * kernel_map(*centres[-1], W, H, cfg.cell_size, cfg.kernel_inner)
+                P = (1.0 - a) * P + a * kernel_map(*centres[-1], W, H, cfg.cell_size * cfg.kernel_scale, cfg.kernel_inner, cfg.kernel_inside == "reverted")
             cdf = np.cumsum(P.ravel())
             t_map += time.perf_counter() - tm
         for _ in range(cfg.max_tries):

@@ -23,6 +23,8 @@ from rbcray.errors import RbcrayError
 #: (step name, "module:function"), in pipeline order.
 STEPS: tuple[tuple[str, str], ...] = (
     ("annotate", "rbcray.data.demo_steps:annotate_step"),
+    # right after annotate: everything that learns from real data uses the train split only
+    ("split", "rbcray.data.demo_steps:split_step"),
     ("stats", "rbcray.data.demo_steps:stats_step"),
     ("masks", "rbcray.synth.demo_step:masks_step"),
     ("train", "rbcray.train.demo_step:train_step"),

@@ -54,8 +54,20 @@ def make_chula_dataset(chula_root: Path, out: Path, n: int, start: int = 0, kind
     return out
 
 
-def write_shards(chula_root: Path, out: Path, n: int, start: int = 100, per_shard: int = 4, manifest: bool = True) -> Path:
-    """Parquet shards in the generation engine's schema (issue 5) holding ``n`` samples."""
+def generator_provenance(stems: list[str], dataset: str = "chula", split: str = "train") -> dict:
+    """A manifest's ``provenance`` as if generator, shape bank and statistics had learned from
+    ``stems`` of ``dataset`` (the records rbcray.data.provenance writes)."""
+    rec = {"dataset": dataset, "root": None, "split": split, "splits_sha256": None, "n_images": len(stems),
+           "stems": sorted(stems)}
+    return {"generator": rec, "shapes": rec, "stats": rec}
+
+
+def write_shards(chula_root: Path, out: Path, n: int, start: int = 100, per_shard: int = 4, manifest: bool = True,
+                 provenance: dict | None = None) -> Path:
+    """Parquet shards in the generation engine's schema (issue 5) holding ``n`` samples.
+
+    The manifest's ``provenance`` says the generator learned from Chula images ``c{start}``...
+    (never the test datasets' first images) unless ``provenance`` is given."""
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for sid, (_, img) in enumerate(chula_images(chula_root, start, n)):
@@ -78,5 +90,6 @@ def write_shards(chula_root: Path, out: Path, n: int, start: int = 100, per_shar
         pq.write_table(pa.Table.from_pylist(part[::-1]), out / name)
         shards.append({"file": name, "count": len(part)})
     if manifest:
-        (out / "manifest.json").write_text(json.dumps({"count": n, "shards": shards}))
+        prov = provenance if provenance is not None else generator_provenance([f"c{start + k}" for k in range(n)])
+        (out / "manifest.json").write_text(json.dumps({"count": n, "shards": shards, "provenance": prov}))
     return out

@@ -98,12 +98,26 @@ def read_csv(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(text.splitlines()))
 
 
+def split_config(data: dict[str, Path], tmp_path: Path, **over) -> dict:
+    """The tiny sweep on a split file: 2 RD subsets, validation-based selection, a learning curve."""
+    from rbcray.data.splits import make_splits, save_splits
+
+    stems = sorted(p.stem for p in (data["real"] / "images").iterdir())
+    save_splits(make_splits(stems, dataset="chula", val=0.2, test=0.35, seed=0), tmp_path / "splits.json")
+    cfg = config(data, rd_subsets=[0, 1], learning_curve={"model": "FCN-8s", "sizes": [1, 2]}, **over)
+    cfg["datasets"][0].update(splits=str(tmp_path / "splits.json"), n_test=None, n_val=1)
+    cfg["models"][0]["train"]["val_every"] = 1
+    return cfg
+
+
+@pytest.mark.slow
 def test_tiny_sweep_end_to_end_and_resume(ray_session, data, tmp_path, capsys):
     out = tmp_path / "out"
-    cfg_path = write(tmp_path, config(data))
+    cfg_path = write(tmp_path, split_config(data, tmp_path))
     assert main(["evaluate", "--config", cfg_path, "--out", str(out)]) == 0
     first = capsys.readouterr().out
-    assert "running 2 trials on Ray Tune" in first
+    # 2 regimes x 2 subsets, then the curve's RD and RD+SD at 1 real image x 2 subsets
+    assert "running 8 trials on Ray Tune" in first
     text = (out / "table.csv").read_text()
     assert text.splitlines()[0] == "model,regime,metric,mean,ci_low,ci_high,n_test"
     rows = read_csv(text)
@@ -115,15 +129,29 @@ def test_tiny_sweep_end_to_end_and_resume(ray_session, data, tmp_path, capsys):
     assert "| RD+SD |" in md and "DERIVED" in md and "Image realism" in md
     assert (out / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((out / "report.json").read_text())
-    assert {"table.md", "table.csv", "table.png"} <= set(report["files"])
+    assert {"table.md", "table.csv", "table.png", "curve.png"} <= set(report["files"])
+    sp = report["splits"]["chula"]
+    roles = sp["split_file"]["roles"]
+    assert not set(roles["train"]) & (set(roles["val"]) | set(roles["test"])) and not set(roles["val"]) & set(roles["test"])
+    assert sorted(sp["test"]) == sorted(roles["test"]) and set(sp["rd_subsets"]["1"]) <= set(roles["train"])
+    syn = report["provenance"]["chula"]["synthetic"]
+    assert syn["inputs"]["manifest"]["generator"]["stems"] and not syn["allow_overlap"] and not syn["overlaps"]
+    assert [(c["a"], c["b"]) for c in report["contrasts"]["FCN-8s"]] == [("RD+SD", "RD")]
+    assert [w["n_real"] for w in report["learning_curve"]["worth"]] == [1, 2]
+    assert "Splits and leakage" in md and "no overlap" in md
     results = json.loads((out / "results.json").read_text())
-    assert sorted(r["regime"] for r in results) == ["RD", "RD+SD"] and all(len(r["records"]) == 2 for r in results)
+    assert len(results) == 8 and all(len(r["records"]) == 2 for r in results)
+    assert all(r["selected_epoch"] is not None and len(r["val"]) == 2 for r in results)
+    # the partial report of a finished sweep is the same table
+    part = tmp_path / "part"
+    assert main(["evaluate", "--config", cfg_path, "--out", str(part), "--storage", str(out / "tune"), "--partial"]) == 0
+    assert (part / "table.csv").read_text() == text and "Partial: 8 of 8 trials" in (part / "table.md").read_text()
     # re-running the same sweep resumes it: both trials are done, the table comes out the same
     assert main(["evaluate", "--config", cfg_path, "--out", str(out)]) == 0
     assert "resuming the sweep" in capsys.readouterr().out
     assert (out / "table.csv").read_text() == text
     # the same storage with a different config is refused, before training
-    changed = write(tmp_path, config(data, bootstrap=60), "changed.yaml")
+    changed = write(tmp_path, split_config(data, tmp_path, bootstrap=60), "changed.yaml")
     assert main(["evaluate", "--config", changed, "--out", str(out)]) == 2
     assert "different config" in capsys.readouterr().err
 
@@ -148,7 +176,7 @@ def test_tiny_sweep_to_s3(ray_session, s3_server, data, tmp_path, monkeypatch):
     assert [r["regime"] for r in rows] == ["RD+SD"]
     assert f"{shards}: generated Parquet shards" in storage.read_bytes(f"{uri}/table.md").decode()
     assert "tiny" in storage.listdir(f"{uri}/tune")  # Tune's experiment (results, checkpoints) on S3
-    trial_dir = next(n for n in storage.listdir(f"{uri}/tune/tiny") if n.startswith("FCN-8s-RD-SD-s0_"))
+    trial_dir = next(n for n in storage.listdir(f"{uri}/tune/tiny") if n.startswith("FCN-8s-RD-SD-n2-k0-s0_"))
     ckpts = [n for n in storage.listdir(f"{uri}/tune/tiny/{trial_dir}") if n.startswith("checkpoint_")]
     assert {"trial.json", "model.pt"} <= set(storage.listdir(f"{uri}/tune/tiny/{trial_dir}/{ckpts[-1]}"))
 

@@ -169,3 +169,8 @@ def test_run_local_api(inputs, tmp_path) -> None:
                                      "cells_mean": 3.0, "cells_std": 0.0, "cell_size": 14.0})
     manifest = run_local(prepare(cfg, log=lambda m: None), log=lambda m: None)
     assert manifest["n_samples"] == 2 and manifest["config"]["synth"]["cells_mean"] == 3.0
+    # what the generator, bank and statistics learned from (the whole 3-image folder here)
+    prov = manifest["provenance"]
+    assert set(prov) == {"generator", "shapes", "stats"}
+    assert all(r["split"] == "all" and r["n_images"] == 3 for r in prov.values())
+    assert prov["generator"]["stems"] == prov["shapes"]["stems"] == prov["stats"]["stems"]

@@ -71,6 +71,59 @@ def test_masks_have_no_overlaps_and_valid_colouring(bank, placement, colors) -> 
         _check_mask(synthesize(bank, cfg, 3, i), cfg)
 
 
+@pytest.mark.parametrize("placement", ["adhesive", "uniform"])
+def test_contact_cells_touch_more_and_stay_disjoint_and_properly_coloured(bank, placement) -> None:
+    base = dict(width=320, height=240, cells_mean=80, cells_std=8, cell_size=20, placement=placement, n_init=5, colors=4)
+    plain, touch = SynthConfig(**base), SynthConfig(**base, contact_prob=1.0, contact_overlap=0.2)
+    frac = {}
+    for name, cfg in (("plain", plain), ("contact", touch)):
+        fr = []
+        for i in range(4):
+            s = synthesize(bank, cfg, 5, i)
+            _check_mask(s, cfg)  # disjoint instances, table = map, no touching pair shares a colour
+            fr.append(image_spatial(s.instances)["touching_fraction"])
+        frac[name] = float(np.mean(fr))
+    assert frac["contact"] > frac["plain"] + 0.15, frac
+    # a split cell stays one connected piece and keeps most of its pixels
+    from scipy import ndimage
+
+    s = synthesize(bank, touch, 5, 0)
+    for k, sl in enumerate(ndimage.find_objects(s.instances.astype(np.int32))):
+        assert ndimage.label(s.instances[sl] == k + 1, structure=np.ones((3, 3)))[1] == 1
+
+
+def test_reverted_kernel_and_kernel_scale_change_placement(bank) -> None:
+    base = dict(width=320, height=240, cells_mean=40, cell_size=20, n_init=5)
+    a = synthesize(bank, SynthConfig(**base), 1, 0)
+    b = synthesize(bank, SynthConfig(**base, kernel_inside="reverted"), 1, 0)
+    c = synthesize(bank, SynthConfig(**base, kernel_scale=2.0), 1, 0)
+    for s in (b, c):
+        _check_mask(s, SynthConfig(**base))
+        assert not np.array_equal(a.instances, s.instances)
+
+
+def test_collisions_are_judged_on_visible_pixels(bank) -> None:
+    # cells cut by the border may overlap each other off the canvas (rebuilt from the cell table:
+    # every cell is its own augmentation), never where they show
+    cfg = SynthConfig(width=40, height=40, cells_mean=30, cell_size=18, placement="uniform", colors=4, max_unplaced=0.95)
+    row_of = {int(e): k for k, e in enumerate(bank.exemplar_id)}
+    off_overlap = 0
+    for i in range(20):
+        s = synthesize(bank, cfg, 2, i)
+        _check_mask(s, cfg)
+        P = 40
+        count = np.zeros((cfg.height + 2 * P, cfg.width + 2 * P), np.int32)
+        c = s.cells
+        for j in range(s.n_cells):
+            cell = bank.augment(row_of[int(c["exemplar"][j])], float(c["angle"][j]), float(c["scale"][j]), bool(c["flip_h"][j]), bool(c["flip_v"][j]))
+            x0, y0 = int(c["cx"][j]) - cell.ax + P, int(c["cy"][j]) - cell.ay + P
+            h, w = cell.mask.shape
+            count[y0 : y0 + h, x0 : x0 + w] += cell.mask
+        assert (count[P:-P, P:-P] <= 1).all()
+        off_overlap += int((count > 1).sum())
+    assert off_overlap > 0
+
+
 def test_no_free_colour_resamples_the_place(bank) -> None:
     # two colours on a dense canvas: some places leave no colour free and are drawn again
     cfg = SynthConfig(width=256, height=192, cells_mean=100, cells_std=0, cell_size=20, colors=2, n_init=10, max_unplaced=0.3)
@@ -194,24 +247,35 @@ def test_empty_shape_bank_file_is_an_error(tmp_path) -> None:
     assert not (tmp_path / "s.parquet").exists()
 
 
-def test_irregular_shapes_are_left_out_unless_asked(tmp_path) -> None:
+def test_bank_keeps_whole_isolated_regular_cells_and_reports_each_rule(tmp_path) -> None:
     import cv2
     import pyarrow.parquet as pq
 
     from rbcray.data.dataset import DatasetWriter
-    from rbcray.synth.shapes import solidity
+    from rbcray.synth.shapes import ShapeBank, solidity
 
-    inst = np.zeros((80, 80), np.uint16)
-    cv2.circle(inst, (20, 20), 10, 1, -1)  # a disc: solidity ~1
-    inst[40:70, 40:45] = 2  # an L: solidity ~0.35
-    inst[65:70, 45:70] = 2
-    assert solidity(inst == 1) > 0.9 and solidity(inst == 2) < 0.5
+    inst = np.zeros((120, 160), np.uint16)
+    cv2.circle(inst, (20, 20), 10, 1, -1)  # 1: a disc: kept
+    cv2.circle(inst, (60, 20), 10, 2, -1)  # 2: a disc: kept
+    inst[40:70, 40:45] = 3  # 3: an L: solidity ~0.35 -> irregular
+    inst[65:70, 45:70] = 3
+    cv2.circle(inst, (100, 20), 10, 4, -1)  # 4, 5: a touching pair -> touching (both)
+    cv2.circle(inst, (119, 20), 9, 5, -1)
+    inst[40:44, 90:130] = 6  # 6: a thin bar: convex but perimeter^2 / area ~ 46 -> elongated
+    inst[0:12, 140:152] = 7  # 7: cut by the border -> border
+    inst[97:103, 17:23] = 8  # 8: a fragment (36 px, far below 0.4x the median) -> size
+    cv2.circle(inst, (60, 100), 10, 9, -1)  # 9: a disc: kept
+    assert solidity(inst == 1) > 0.9 and solidity(inst == 3) < 0.5 and solidity(inst == 6) > 0.9
     with DatasetWriter(tmp_path / "ds", name="t", kind="test") as w:
         w.add("a", inst)
-    build_shape_bank(tmp_path / "ds", tmp_path / "s.parquet")
-    assert pq.read_table(tmp_path / "s.parquet").column("instance_id").to_pylist() == [1]
-    build_shape_bank(tmp_path / "ds", tmp_path / "all.parquet", min_solidity=0)
-    assert pq.read_table(tmp_path / "all.parquet").column("instance_id").to_pylist() == [1, 2]
+    meta = build_shape_bank(tmp_path / "ds", tmp_path / "s.parquet")
+    assert pq.read_table(tmp_path / "s.parquet").column("instance_id").to_pylist() == [1, 2, 9]
+    f = meta["filter"]
+    assert f["dropped"] == {"border": 1, "small": 0, "touching": 2, "irregular": 1, "elongated": 1, "size": 1}
+    assert (f["seen"], f["kept"]) == (9, 3)
+    assert ShapeBank.load(tmp_path / "s.parquet").meta["filter"]["dropped"]["touching"] == 2
+    build_shape_bank(tmp_path / "ds", tmp_path / "all.parquet", min_solidity=0, isolated=False, max_roundness=float("inf"), size_range=None)
+    assert pq.read_table(tmp_path / "all.parquet").column("instance_id").to_pylist() == [1, 2, 3, 4, 5, 6, 8, 9]
 
 
 def test_augmented_cells_are_consistent(bank) -> None:

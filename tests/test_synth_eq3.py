@@ -17,9 +17,9 @@ from rbcray.synth.placement import (
 W, H, CELL, N_INIT = 120, 88, 12.0, 20
 
 
-def _stream(seed: int, centres: np.ndarray, inner: float = 0.0, width: int = W, height: int = H) -> CandidateStream:
+def _stream(seed: int, centres: np.ndarray, inner: float = 0.0, width: int = W, height: int = H, reverted: bool = False) -> CandidateStream:
     """A stream with the kernels of ``centres`` (x, y), placed in that order."""
-    s = CandidateStream(np.random.default_rng(seed), CELL, inner, width, height, 0, 0, N_INIT, len(centres))
+    s = CandidateStream(np.random.default_rng(seed), CELL, inner, width, height, 0, 0, N_INIT, len(centres), reverted=reverted)
     s.M = s.reach + 1
     s.row = width + 2 * s.M
     for x, y in centres:
@@ -67,11 +67,12 @@ def test_kernel_table_is_the_lattice_kernel() -> None:
     assert np.abs(table - full).sum() < 1e-9
 
 
-@pytest.mark.parametrize("inner,mode", [(0.0, "batch"), (0.1, "batch"), (0.0, "one at a time")])
-def test_fast_sampler_follows_the_literal_map(inner: float, mode: str) -> None:
+@pytest.mark.parametrize("inner,mode,reverted", [(0.0, "batch", False), (0.1, "batch", False), (0.0, "one at a time", False),
+                                                 (0.0, "batch", True), (0.0, "one at a time", True)])
+def test_fast_sampler_follows_the_literal_map(inner: float, mode: str, reverted: bool) -> None:
     c = _centres(40, seed=1)
-    p = probability_map(c, W, H, CELL, N_INIT, inner)
-    stream = _stream(2, c, inner)
+    p = probability_map(c, W, H, CELL, N_INIT, inner, reverted=reverted)
+    stream = _stream(2, c, inner, reverted=reverted)
     n = 400_000 if mode == "batch" else 150_000
     hist = np.zeros((H, W))
     got = 0
@@ -93,6 +94,21 @@ def test_fast_sampler_follows_the_literal_map(inner: float, mode: str) -> None:
     tv_fast = 0.5 * np.abs(hist / n - p).sum()
     tv_ref = 0.5 * np.abs(ref / n - p).sum()
     assert tv_fast < tv_ref * 1.05, (tv_fast, tv_ref)
+
+
+def test_reverted_kernel_is_one_minus_g_inside_and_continuous() -> None:
+    r = int(2 * CELL)
+    g = kernel_map(r, r, 2 * r + 1, 2 * r + 1, CELL, 0.3)  # constant reading
+    z = kernel_map(r, r, 2 * r + 1, 2 * r + 1, CELL, 0.3, reverted=True)  # 1 - G inside
+    yy, xx = np.mgrid[: 2 * r + 1, : 2 * r + 1]
+    d = np.hypot(xx - r, yy - r)
+    G = np.exp(-(d**2) / (2 * (CELL / np.sqrt(2 * np.log(2))) ** 2))
+    inside = d <= CELL
+    assert z[r, r] == 0.0 and np.allclose(z[inside], 1 - G[inside]) and np.allclose(z[~inside], G[~inside])
+    assert np.allclose(g[inside], 0.3)
+    # no jump at the disc's edge: both sides tend to 0.5
+    ring_in, ring_out = z[(d > CELL - 1) & inside], z[(d < CELL + 1) & ~inside]
+    assert abs(ring_in.max() - 0.5) < 0.06 and abs(ring_out.max() - 0.5) < 0.06
 
 
 def test_kernel_choice_follows_the_mixture_weights() -> None:

@@ -20,10 +20,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     # one module per stage; each adds its subcommands
     "rbcray.cli.data_cmds",
     "rbcray.cli.synth_cmds",
+    "rbcray.cli.calibrate_cmd",
     "rbcray.cli.train_cmds",
     "rbcray.cli.generate_cmds",
     "rbcray.cli.evaluate_cmds",
     "rbcray.cli.demo_cmd",
+    "rbcray.cli.morphology_cmds",  # issue 14: red-cell morphology classifier
 )
 
 

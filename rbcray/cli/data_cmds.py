@@ -42,7 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="where to write the JSON (default DIR/stats.json)")
     p.add_argument("--markdown", help="where to write the Markdown (default DIR/stats.md)")
     p.add_argument("--no-color", action="store_true", help="skip colour statistics (faster; no image reads)")
+    add_split_args(p, "describe")
     p.set_defaults(func=cmd_stats)
+
+
+def add_split_args(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--splits FILE --split ROLE`` of a stage that learns from real data."""
+    p.add_argument("--splits", metavar="FILE", help="split file from 'rbcray split' (use with --split)")
+    p.add_argument("--split", metavar="ROLE", choices=("train", "val", "test"),
+                   help=f"only {verb} the images of this role (train, val or test); without it the whole folder is used "
+                        "and the output records split 'all'")
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -102,11 +111,13 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from rbcray.data.dataset import Dataset
+    from rbcray.data.provenance import load_selection, select_dataset
     from rbcray.data.stats import dataset_stats, to_markdown
     from rbcray.io import atomic_write_bytes, write_json
 
-    ds = Dataset.open(args.dir)
-    st = dataset_stats(ds, with_color=not args.no_color)
+    splits, role = load_selection(args.splits, args.split)
+    ds, prov = select_dataset(Dataset.open(args.dir), splits, role)
+    st = dataset_stats(ds, with_color=not args.no_color, provenance=prov)
     md = to_markdown(st)
     json_path = Path(args.json) if args.json else Path(args.dir) / "stats.json"
     md_path = Path(args.markdown) if args.markdown else Path(args.dir) / "stats.md"

@@ -10,8 +10,31 @@ before Ray starts; ``--check`` stops there.
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 from rbcray.config import replace
+from rbcray.errors import ConfigError
+
+
+def with_splits(cfg: Any, specs: list[str]) -> Any:
+    """The config with ``--splits [DATASET=]FILE`` applied to its datasets."""
+    names = [d.name for d in cfg.datasets]
+    given: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            if len(names) != 1:
+                raise ConfigError(f"--splits {spec}: the config has {len(names)} datasets; write DATASET=FILE "
+                                  f"(datasets: {', '.join(names)})")
+            name, path = names[0], spec
+        if name not in names:
+            raise ConfigError(f"--splits {spec}: unknown dataset {name!r}; datasets: {', '.join(names)}")
+        given[name] = path
+    import dataclasses
+
+    return dataclasses.replace(
+        cfg, datasets=tuple(dataclasses.replace(d, splits=given.get(d.name, d.splits)) for d in cfg.datasets))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")
     p.add_argument("--object-store-gb", type=float, default=1.5,
                    help="object store of a locally started Ray (default 1.5; ignored when joining a cluster)")
+    p.add_argument("--splits", nargs="+", metavar="[DATASET=]FILE",
+                   help="split file(s) from 'rbcray split' (overrides the config's 'splits:'); a bare FILE needs a "
+                   "config with one dataset")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="ablations only: run although a synthetic input was built from val/test images (or records "
+                   "none); every report says so")
     p.add_argument("--check", action="store_true", help="validate the config against the data and stop")
+    p.add_argument("--partial", action="store_true",
+                   help="write the reports from the trials finished so far (while or after a sweep runs; "
+                   "local storage), marked partial; trains nothing")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -36,18 +68,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rbcray.evaluate.plan import plan_sweep
 
     cfg = load_sweep(args.config)
-    cfg = replace(cfg, storage=args.storage, seeds=args.seeds)
+    cfg = replace(cfg, storage=args.storage, seeds=args.seeds, allow_overlap=True if args.allow_overlap else None)
+    if args.splits:
+        cfg = with_splits(cfg, args.splits)
+    if cfg.allow_overlap:
+        print("rbcray evaluate: --allow-overlap: synthetic inputs are not checked against the held-out images "
+              "(ablation only; every report says so)", file=sys.stderr)
     if args.check:
         plan = plan_sweep(cfg)
         for name, d in plan.datasets.items():
             syn = f", {d.n_synthetic} of {d.synthetic.count} synthetic" if d.synthetic else ""
-            print(f"{name}: {len(d.test_idx)} test + {len(d.train_idx)} train real of {len(d.real)}{syn}")
+            print(f"{name}: {len(d.test_idx)} test + {len(d.val_idx)} val + {len(d.train_idx)} train real of "
+                  f"{len(d.real)} ({len(d.draws)} RD subset(s)){syn}")
         print(f"config OK: {len(cfg.trials())} trials")
         return 0
     from rbcray import storage
-    from rbcray.distributed.sweep import run_sweep
+    from rbcray.distributed.sweep import partial_report, run_sweep
 
-    paths = run_sweep(cfg, args.out, object_store_memory=int(args.object_store_gb * 1e9))
+    if args.partial:
+        paths = partial_report(cfg, args.out)
+    else:
+        paths = run_sweep(cfg, args.out, object_store_memory=int(args.object_store_gb * 1e9))
     print(storage.read_bytes(paths["table.md"]).decode().split("\n## How")[0])
     for name in ("table.md", "table.csv", "table.png"):
         print(f"wrote {paths[name]}")

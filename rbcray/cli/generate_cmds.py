@@ -27,6 +27,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--placement", choices=("adhesive", "uniform"), default="adhesive")
     p.add_argument("--n-init", type=int, help="uniform seeds before adhesive placement (Eq. 3; default 20)")
     p.add_argument("--kernel-inner", type=float, help="kernel value within cell_size of a placed cell (default 0)")
+    p.add_argument("--params", help="calibrated placement (params.json of 'rbcray calibrate'); the flags above win")
     p.add_argument("--quality-encoder", help="encoder file of 'rbcray encoder': every sample gets a quality score (mask fidelity)")
     p.add_argument("--min-quality", type=float, help="replace samples below this quality by further candidates (deterministic)")
     p.add_argument("--max-attempts", type=int, help="candidates per sample before the best one is kept (default 16)")
@@ -57,7 +58,7 @@ def config_from_args(args: argparse.Namespace):
     from rbcray.generate.config import GenerateConfig
 
     keys = ("checkpoint", "shapes", "stats", "out", "num_samples", "seed", "style", "png", "coco", "width", "height",
-            "cells_mean", "cells_std", "cell_size", "placement", "n_init", "kernel_inner", "shard_size", "shard_bytes",
+            "cells_mean", "cells_std", "cell_size", "placement", "n_init", "kernel_inner", "params", "shard_size", "shard_bytes",
             "mask_actors", "gen_actors", "gen_cpus", "batch_size", "address", "quality_encoder", "min_quality", "max_attempts")
     data = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     data["progress"] = not args.no_progress

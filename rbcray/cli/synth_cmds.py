@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rbcray.cli.data_cmds import add_split_args
 from rbcray.errors import ConfigError
 
 
@@ -18,8 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder with instances/ (e.g. from 'rbcray annotate')")
     p.add_argument("--out", required=True, metavar="FILE.parquet", help="shape bank to write")
     p.add_argument("--min-area", type=int, default=20, help="drop cells smaller than this many pixels (default 20)")
-    p.add_argument("--min-solidity", type=float, default=0.85,
-                   help="drop irregular cells (area / convex hull area below this; default 0.85, 0 keeps all)")
+    p.add_argument("--min-solidity", type=float, default=0.9,
+                   help="drop irregular cells (area / convex hull area below this; default 0.9, 0 keeps all)")
+    p.add_argument("--max-roundness", type=float, default=18.0,
+                   help="drop elongated or ragged cells (perimeter^2 / area above this; a disc is 12.6; default 18)")
+    p.add_argument("--keep-touching", action="store_true", help="keep cells that touch another (default: isolated cells only)")
+    p.add_argument("--any-size", action="store_true", help="keep cells of any size (default: 0.4-2.5x the median area)")
+    add_split_args(p, "cut shapes from")
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser("masks", help="synthesize instance + colour-coded masks into a dataset folder")
@@ -40,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel-inner", type=float, metavar="V", help="Eq. 3 kernel value within cell_size of its centre (default 0)")
     p.add_argument("--max-tries", type=int, metavar="T", help="placement tries per cell (default 1000)")
     p.add_argument("--config", metavar="FILE", help="JSON/YAML with any SynthConfig fields (flags override it)")
+    p.add_argument("--params", metavar="params.json", help="calibrated placement from 'rbcray calibrate' (--config and flags override it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=cmd_masks)
 
@@ -52,13 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
+    from rbcray.data.provenance import load_selection
     from rbcray.synth.shapes import build_shape_bank
 
     if args.min_area < 1:
         raise ConfigError(f"--min-area {args.min_area} must be >= 1")
-    meta = build_shape_bank(args.dataset, args.out, min_area=args.min_area, min_solidity=args.min_solidity)
+    splits, role = load_selection(args.splits, args.split)
+    meta = build_shape_bank(args.dataset, args.out, min_area=args.min_area, min_solidity=args.min_solidity,
+                            isolated=not args.keep_touching, max_roundness=args.max_roundness,
+                            size_range=None if args.any_size else (0.4, 2.5), splits=splits, role=role)
     cats = ", ".join(f"category {c}: {n}" for c, n in meta["per_category"].items())
-    print(f"{args.out}: {meta['n_shapes']} whole cells from {meta['n_images']} images ({cats}); mean size {meta['mean_size']:.1f} px")
+    print(f"{args.out}: {meta['n_shapes']} clean cells from {meta['n_images']} images (split {meta['provenance']['split']}; "
+          f"{cats}); mean size {meta['mean_size']:.1f} px")
+    f = meta["filter"]
+    print(f"filter: {f['seen']} cells seen, dropped " + ", ".join(f"{k} {v}" for k, v in f["dropped"].items()) + f"; kept {f['kept']}")
     return 0
 
 
@@ -88,7 +102,14 @@ def cmd_masks(args: argparse.Namespace) -> int:
         raise ConfigError(f"--num {args.num} must be >= 1")
     if args.start < 0 or args.seed < 0:
         raise ConfigError("--seed and --start must be >= 0")
-    given = _config_file_keys(args.config) if args.config else {}
+    given: dict = {}
+    params_prov = None
+    if args.params:
+        from rbcray.synth.calibrate import load_params
+
+        given.update(load_params(args.params))
+        params_prov = read_json(args.params).get("provenance")  # the fitted images (held-out ones only scored it)
+    given.update(_config_file_keys(args.config) if args.config else {})
     flags = {"width": args.width, "height": args.height, "cells_mean": args.cells_mean, "cells_std": args.cells_std,
              "cell_size": args.cell_size, "placement": args.placement, "colors": args.colors, "n_init": args.n_init,
              "kernel_inner": args.kernel_inner, "max_tries": args.max_tries}
@@ -104,7 +125,10 @@ def cmd_masks(args: argparse.Namespace) -> int:
             print(f"  {k}/{n}", flush=True)
 
     res = write_masks(args.out, bank, cfg, args.seed, args.num, start=args.start, overwrite=args.overwrite,
-                      provenance={"stats": str(args.stats) if args.stats else None}, progress=progress)
+                      provenance={"stats": str(args.stats) if args.stats else None,
+                                  "params": str(args.params) if args.params else None}, progress=progress,
+                      stats_provenance=stats.get("provenance") if isinstance(stats, dict) else None,
+                      params_provenance=params_prov)
     print(f"{args.out}: {res['n_masks']} masks, {res['cells_mean']:.1f} ± {res['cells_std']:.1f} cells"
           + (f", {res['n_unplaced']} cells could not be placed" if res["n_unplaced"] else ""))
     if res["n_unplaced"] > 0.01 * res["n_requested"]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see rbcray.models.pix2pixhd
 
+from rbcray.cli.data_cmds import add_split_args  # noqa: E402
 from rbcray.config import load_config, replace  # noqa: E402
 from rbcray.errors import ConfigError, DataError  # noqa: E402
 
@@ -56,12 +57,14 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rbcray.data.provenance import load_selection
     from rbcray.models.registry import get_family
     from rbcray.train.runner import train
 
     family = get_family(args.model)
     cfg = config_from_args(args)
     family.check(cfg)  # before any data loading or cluster start
+    splits, role = load_selection(args.splits, args.split)
     val = None
     if args.val_data or args.val_encoder:
         from rbcray.train.validate import ValSpec
@@ -77,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     if args.no_ray:
-        summary = train(cfg, args.data, args.out, val=val)
+        summary = train(cfg, args.data, args.out, splits=splits, role=role, val=val)
         model = summary.get("model")
     else:
         from rbcray.distributed.train import train_distributed
@@ -86,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.cpus_per_worker = float(args.threads)
         train_distributed(
             cfg, args.data, args.out, workers=args.workers, use_gpu={"cuda": True, "cpu": False}.get(args.device or ""),
-            cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, val=val,
+            cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, splits=splits, role=role, val=val,
         )
         from rbcray import storage
 
@@ -97,16 +100,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_encoder(args: argparse.Namespace) -> int:
     from rbcray.data.dataset import Dataset
-    from rbcray.data.provenance import provenance_record
-    from rbcray.data.splits import load_splits, select
+    from rbcray.data.provenance import load_selection, select_dataset
     from rbcray.evaluate.data import Sample
     from rbcray.evaluate.encoder import EncoderConfig, RealEncoder
 
-    ds = Dataset.open(args.data)
-    splits = load_splits(args.splits) if args.splits else None
-    stems = select(ds.stems, splits, args.split, where=str(args.data))
+    splits, role = load_selection(args.splits, args.split)
+    ds, prov = select_dataset(Dataset.open(args.data), splits, role)
+    stems = ds.stems
     samples = [Sample(s, "real", ds.load_image(s), ds.load_instances(s)) for s in stems]
-    prov = provenance_record(ds.name, stems, root=str(ds.root), splits=splits, role=args.split)
     enc = RealEncoder.train(samples, EncoderConfig(crop=args.crop, steps=args.steps, seed=args.seed), provenance=prov, log=print)
     enc.save(args.out)
     print(f"wrote {args.out}: encoder trained on {len(stems)} real images ({prov['split']})")
@@ -162,6 +163,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
     p.add_argument("--cpus-per-worker", type=float)
     p.add_argument("--threads", type=int, help="torch CPU threads (per worker)")
+    add_split_args(p, "train on")
     p.add_argument("--val-data", help="dataset folder of held-out val images: scored every --val-every epochs, best kept in OUT/best")
     p.add_argument("--val-encoder", help="real-image encoder file of 'rbcray encoder' (trained on the train split)")
     p.add_argument("--val-every", type=int, default=5, help="epochs between validation scores (default 5)")
@@ -170,8 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("encoder", help="train the real-image encoder/segmenter of the weight-free realism metrics")
     e.add_argument("--data", required=True, help="dataset folder (images + instance masks)")
     e.add_argument("--out", required=True, help="encoder file to write (.pt)")
-    e.add_argument("--splits", help="split file of 'rbcray split' (train only on --split)")
-    e.add_argument("--split", help="role to train on (train)")
+    add_split_args(e, "train on")
     e.add_argument("--steps", type=int, default=400)
     e.add_argument("--crop", type=int, default=96, help="training crop side (pixels)")
     e.add_argument("--seed", type=int, default=0)

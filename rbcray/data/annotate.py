@@ -5,8 +5,9 @@ the pix2pixHD training pairs both need them). Chula-RBC-12 and BCCD-TXL only car
 so rbcray derives the masks by classical segmentation (:mod:`rbcray.data.segment`: background-
 corrected green-channel threshold, hole filling, stain-based WBC and platelet recognition;
 :mod:`rbcray.data.splitting`: distance-transform watershed for touching cells) and writes an ``annotated`` dataset folder (:mod:`rbcray.data.dataset`) that
-every later stage reads. The source labels are never used here; :mod:`rbcray.data.quality` and
-``benchmarks/bench_annotate.py`` measure the masks against them.
+every later stage reads. The source labels never shape the masks; :mod:`rbcray.data.quality` and
+``benchmarks/bench_annotate.py`` measure the masks against them. Chula's point labels are only
+carried onto the finished instances as red-cell morphology classes (:mod:`rbcray.data.morphology`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from rbcray.config import check, from_dict, to_dict
 from rbcray.data.dataset import DatasetWriter
+from rbcray.data.morphology import assign_morphology
 from rbcray.data.segment import segment_image
 from rbcray.data.sources import Source, SourceImage
 from rbcray.errors import ConfigError, DataError
@@ -257,13 +259,19 @@ def annotate_source(
                 rel = str(s.path.relative_to(source.root))
             except ValueError:
                 rel = str(s.path)
+            # Point labels (Chula) become red-cell morphology classes of the derived instances.
+            extra: dict[str, Any] = {"source_file": rel, "split": s.split}
+            morph = None
+            if s.points is not None:
+                morph, extra["morphology_points"] = assign_morphology(inst, cats, s.points)
             w.add(
                 _stem_for(s.stem, taken),
                 inst,
                 image_bytes=data,
                 image_ext=s.path.suffix.lower() or ".png",
                 categories=cats,
-                extra={"source_file": rel, "split": s.split},
+                extra=extra,
+                morphology=morph,
             )
             if progress is not None:
                 progress(k, len(chosen))

@@ -74,8 +74,11 @@ class DatasetWriter:
         source: dict[str, Any] | None = None,
         overwrite: bool = False,
         categories: list[dict[str, Any]] | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> None:
         self.out = Path(out)
+        #: what real images the inputs of a derived dataset learned from (rbcray.data.provenance)
+        self.provenance = provenance
         self.name, self.kind = name, kind
         self.config = config or {}
         self.source = source or {}
@@ -116,9 +119,12 @@ class DatasetWriter:
         categories: dict[int, int] | None = None,
         colors: np.ndarray | None = None,
         extra: dict[str, Any] | None = None,
+        morphology: dict[int, int] | None = None,
     ) -> dict[str, Any]:
         """Add one sample. ``image`` (RGB array) or ``image_bytes`` (already encoded, e.g. the
-        original JPEG) are optional; ``colors`` (palette index per cell id) is computed if absent."""
+        original JPEG) are optional; ``colors`` (palette index per cell id) is computed if absent.
+        ``morphology`` (red-cell class per RBC id, :mod:`rbcray.data.morphology`) goes into the
+        COCO annotations and the record's ``morphology_counts``."""
         if self.root is None:
             raise RuntimeError("DatasetWriter.add() outside its 'with' block")
         if not _STEM_RE.match(stem):
@@ -145,9 +151,13 @@ class DatasetWriter:
         rec["instances"] = f"instances/{stem}.png"
         rec["mask"] = f"masks/{stem}.png"
         image_id = len(self._coco_images) + 1
-        anns = instances_to_coco(instances, image_id, len(self._coco_anns) + 1, categories)
+        anns = instances_to_coco(instances, image_id, len(self._coco_anns) + 1, categories, morphology)
         rec["n_cells"] = len(anns)
         rec["n_border"] = sum(a["border"] for a in anns)
+        if morphology is not None:
+            from rbcray.data.morphology import counts_by_name
+
+            rec["morphology_counts"] = counts_by_name(morphology)
         if extra:
             rec.update(extra)
         self._coco_images.append(
@@ -175,6 +185,7 @@ class DatasetWriter:
                 "n_samples": len(self.samples),
                 "n_cells": int(sum(s["n_cells"] for s in self.samples)),
                 "samples": self.samples,
+                **({"provenance": self.provenance} if self.provenance is not None else {}),
             },
         )
 
@@ -214,6 +225,16 @@ class Dataset:
     @property
     def stems(self) -> list[str]:
         return [s["stem"] for s in self.samples]
+
+    def subset(self, stems: list[str] | tuple[str, ...]) -> Dataset:
+        """The same folder restricted to ``stems`` (in the folder's order), e.g. one split role."""
+        for s in stems:
+            self.record(s)  # DataError naming a stem that is not in the folder
+        keep = set(stems)
+        meta = {**self.meta, "samples": [r for r in self.samples if r["stem"] in keep]}
+        sub = Dataset(self.root, meta)
+        sub._coco_cats = self._coco_cats
+        return sub
 
     @property
     def name(self) -> str:

@@ -1,4 +1,10 @@
-"""Demo steps of the data stage: annotate a Chula subset, then describe it (paper Sec. 3, Table 1)."""
+"""Demo steps of the data stage: annotate a Chula subset, split it by image, then describe its
+train split (paper Sec. 3, Table 1).
+
+The split is made right after annotation (seeded, recorded in ``split/splits.json``): every later
+step that learns from real data (statistics, shape bank, pix2pixHD) uses its train role only, and
+evaluation holds out its val and test roles.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,27 @@ from rbcray.io import write_png
 
 #: Chula images annotated by the demo (the first N in natural order).
 DEMO_IMAGES = 40
+#: the demo's split of those images: fractions and seed (40 images -> 22 train, 6 val, 12 test)
+DEMO_SPLIT = {"val": 0.15, "test": 0.3, "seed": 0}
 
 
 def annotated_dir(ctx: DemoContext):
     """Where the demo's annotated Chula subset lives (read by every later step)."""
     return ctx.out / "annotate" / "dataset"
+
+
+def splits_json(ctx: DemoContext):
+    """Where the demo's split file lives (train / val / test stems of the annotated subset)."""
+    return ctx.out / "split" / "splits.json"
+
+
+def train_split(ctx: DemoContext):
+    """``(annotated dataset restricted to the train role, its provenance record)``."""
+    from rbcray.data.dataset import Dataset
+    from rbcray.data.provenance import select_dataset
+    from rbcray.data.splits import load_splits
+
+    return select_dataset(Dataset.open(annotated_dir(ctx)), load_splits(splits_json(ctx)), "train")
 
 
 def stats_json(ctx: DemoContext):
@@ -55,13 +77,28 @@ def annotate_step(ctx: DemoContext) -> dict[str, Any]:
     }
 
 
-def stats_step(ctx: DemoContext) -> dict[str, Any]:
+def split_step(ctx: DemoContext) -> dict[str, Any]:
     from rbcray.data.dataset import Dataset
+    from rbcray.data.splits import make_splits, save_splits
+
+    ctx.stage_dir("split")
+    ds = Dataset.open(annotated_dir(ctx))
+    sp = make_splits(ds.stems, dataset=ds.name, val=DEMO_SPLIT["val"], test=DEMO_SPLIT["test"], seed=DEMO_SPLIT["seed"])
+    save_splits(sp, splits_json(ctx))
+    return {
+        "splits": str(splits_json(ctx)),
+        **{role: f"{len(sp.stems(role))} images" for role in ("train", "val", "test")},
+        "seed": sp.seed,
+    }
+
+
+def stats_step(ctx: DemoContext) -> dict[str, Any]:
     from rbcray.data.stats import dataset_stats, to_markdown
     from rbcray.io import atomic_write_bytes, write_json
 
     d = ctx.stage_dir("stats")
-    st = dataset_stats(Dataset.open(annotated_dir(ctx)))
+    ds, prov = train_split(ctx)
+    st = dataset_stats(ds, provenance=prov)
     write_json(stats_json(ctx), st)
     md = to_markdown(st)
     atomic_write_bytes(d / "stats.md", md.encode())
@@ -69,6 +106,7 @@ def stats_step(ctx: DemoContext) -> dict[str, Any]:
     syn = st["synthesis"]
     return {
         "json": str(stats_json(ctx)),
+        "images": f"{st['n_images']} (train split)",
         "markdown": str(d / "stats.md"),
         "cells_per_image": f"{syn['cells_mean']:.1f} +- {syn['cells_std']:.1f}",
         "cell_size_px": f"{syn['cell_size']:.1f}",

@@ -227,12 +227,14 @@ def instances_to_coco(
     image_id: int,
     first_ann_id: int = 1,
     category_of: dict[int, int] | None = None,
+    morphology_of: dict[int, int] | None = None,
 ) -> list[dict[str, Any]]:
     """COCO annotations (RLE segmentation) for every cell of one image.
 
     Each annotation carries two fields beyond COCO's: ``instance_id`` (the cell's id in the label
     map, so a round trip is exact) and ``border`` (the cell touches the image edge, so its shape
-    is cut).
+    is cut). Cells listed in ``morphology_of`` also carry ``morphology`` (the red-cell class,
+    :mod:`rbcray.data.morphology`).
     """
     inst = check_instances(inst, f"image {image_id}")
     h, w = inst.shape
@@ -261,6 +263,8 @@ def instances_to_coco(
                 "border": bool(x0 == 0 or y0 == 0 or x1 == w or y1 == h),
             }
         )
+        if morphology_of and int(cid) in morphology_of:
+            anns[-1]["morphology"] = int(morphology_of[int(cid)])
     return anns
 
 
@@ -298,14 +302,23 @@ def coco_to_instances(anns: list[dict[str, Any]], height: int, width: int, name:
 
 
 def coco_document(images: list[dict[str, Any]], annotations: list[dict[str, Any]], info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A complete COCO instances document (images, annotations, categories)."""
-    return {
+    """A complete COCO instances document (images, annotations, categories).
+
+    When any annotation carries ``morphology``, the document lists the class names under
+    ``morphology_classes`` (index = value; -1 is an unlabelled RBC).
+    """
+    doc = {
         "info": info or {"description": "rbcray dataset"},
         "licenses": [],
         "images": images,
         "annotations": annotations,
         "categories": CATEGORIES,
     }
+    if any("morphology" in a for a in annotations):
+        from rbcray.data.morphology import CLASSES
+
+        doc["morphology_classes"] = list(CLASSES)
+    return doc
 
 
 def _bboxes(inst: np.ndarray, ids: np.ndarray) -> np.ndarray:

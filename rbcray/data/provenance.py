@@ -14,10 +14,11 @@ is in a held-out role of the evaluation's split.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from rbcray.data.splits import HELD_OUT, Splits
-from rbcray.errors import DataError
+from rbcray.errors import DataError, RbcrayError
 
 
 def provenance_record(
@@ -92,3 +93,82 @@ def check_no_overlap(prov: Any, splits: Splits, roles: Iterable[str] = HELD_OUT)
             f"leak: {where} was built from {role} image(s) {', '.join(bad[:3])}{more} of {splits.dataset}{extra} "
             "(use --allow-overlap only for ablations)"
         )
+
+
+def select_dataset(ds: Any, splits: Splits | None, role: str | None) -> tuple[Any, dict[str, Any]]:
+    """``(dataset restricted to the role's images, its provenance record)`` for a learning stage.
+
+    ``ds`` is an opened :class:`rbcray.data.dataset.Dataset`. Without a split file the whole
+    folder is used and the record says ``split: all``.
+    """
+    from rbcray.data.splits import select
+
+    stems = select(ds.stems, splits, role, where=str(ds.root))
+    sub = ds.subset(stems) if splits is not None else ds
+    if len(sub) == 0:
+        raise DataError(f"{ds.root}: split {role!r} holds no images of this folder")
+    rec = provenance_record(ds.name, stems, root=str(ds.root.resolve()), splits=splits, role=role)
+    return sub, rec
+
+
+def load_selection(splits_path: str | None, role: str | None) -> tuple[Splits | None, str | None]:
+    """The CLI's ``--splits FILE --split ROLE`` pair, checked: both or neither."""
+    from rbcray.data.splits import ROLES, load_splits
+    from rbcray.errors import ConfigError
+
+    if splits_path is None:
+        if role is not None:
+            raise ConfigError(f"--split {role}: needs --splits FILE (a split file from 'rbcray split')")
+        return None, None
+    if role is None:
+        raise ConfigError(f"--splits {splits_path}: say which role to use with --split ({', '.join(ROLES)})")
+    sp = load_splits(splits_path)
+    sp.stems(role)  # ConfigError for an unknown role
+    return sp, role
+
+
+#: key of the provenance record in a shape bank's Parquet key-value metadata (JSON)
+PARQUET_KEY = b"rbcray_provenance"
+
+
+def read_provenance(path: str | Path) -> Any:
+    """The provenance stored in an rbcray artefact, whatever its kind:
+
+    - a shape bank ``.parquet`` (key-value metadata ``rbcray_provenance``);
+    - a JSON file with a top-level ``provenance`` (``stats.json``, a model's ``model.json``, a
+      dataset's ``dataset.json``, a generation run's ``manifest.json``);
+    - a folder: a ``rbcray train --out`` run or its ``model/`` folder (-> ``model.json``), a
+      generation output (-> ``manifest.json``) or a dataset folder (-> ``dataset.json``).
+
+    Returns a record or a nested dict of records (see :func:`flatten`); ``None`` when the
+    artefact records none (made before provenance existed). Local paths and storage URIs.
+    """
+    import json
+
+    from rbcray import storage
+
+    p = str(path).rstrip("/")
+    if p.lower().endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.read_schema(pa.BufferReader(storage.read_bytes(p))).metadata or {}
+        except RbcrayError:
+            raise
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise DataError(f"{p}: not a readable Parquet file ({type(e).__name__})") from None
+        raw = meta.get(PARQUET_KEY)
+        return json.loads(raw) if raw else None
+    if not p.lower().endswith(".json"):
+        for name in ("model.json", "model/model.json", "manifest.json", "dataset.json"):
+            if storage.exists(storage.join(p, name)):
+                p = storage.join(p, name)
+                break
+        else:
+            raise DataError(f"{p}: no provenance here (not a .parquet shape bank, a .json file, a model, run or dataset folder)")
+    try:
+        doc = json.loads(storage.read_bytes(p))
+    except (ValueError, UnicodeDecodeError):
+        raise DataError(f"{p}: not valid JSON") from None
+    return doc.get("provenance") if isinstance(doc, dict) else None

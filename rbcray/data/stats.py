@@ -28,6 +28,7 @@ from scipy.spatial import cKDTree
 
 from rbcray.data.dataset import Dataset
 from rbcray.data.formats import adjacency_pairs
+from rbcray.data.morphology import dataset_counts
 
 RBC = 1
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -155,8 +156,17 @@ def collect(ds: Dataset, with_color: bool = True) -> dict[str, Any]:
     return {"per_image": per_image, "pooled": pooled, "color": color}
 
 
-def dataset_stats(ds: Dataset, with_color: bool = True) -> dict[str, Any]:
-    """The JSON-ready statistics of a dataset folder (Table 1, spatial, synthesis parameters)."""
+def dataset_stats(ds: Dataset, with_color: bool = True, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON-ready statistics of a dataset folder (Table 1, spatial, synthesis parameters).
+
+    ``provenance`` is the record of the images ``ds`` holds (from
+    :func:`rbcray.data.provenance.select_dataset`); without it the whole folder is recorded
+    (``split: all``).
+    """
+    from rbcray.data.provenance import provenance_record
+
+    if provenance is None:
+        provenance = provenance_record(ds.name, ds.stems, root=str(ds.root.resolve()))
     c = collect(ds, with_color)
     per = c["per_image"]
     counts = np.array([p["n_cells"] for p in per], dtype=np.float64)
@@ -192,6 +202,9 @@ def dataset_stats(ds: Dataset, with_color: bool = True) -> dict[str, Any]:
             "width": int(cw),
             "height": int(ch),
         },
+        "provenance": provenance,
+        # Red-cell morphology classes (issue 14), None for datasets without point labels.
+        "morphology": dataset_counts(ds.root, ds.stems),
     }
 
 
@@ -242,4 +255,9 @@ def to_markdown(st: dict[str, Any]) -> str:
         f"- cell size: {syn['cell_size']:.1f} +- {syn['cell_size_std']:.1f} px",
         "",
     ]
+    morph = st.get("morphology")
+    if morph:
+        # Classes rest on derived instance masks (a point labels the outline it falls in).
+        lines += ["## Red-cell morphology (point labels on derived instances)", "", "| class | cells |", "| --- | ---: |"]
+        lines += [f"| {name} | {n} |" for name, n in morph.items()] + [""]
     return "\n".join(lines)

@@ -123,9 +123,15 @@ def _trainable(config: dict[str, Any], bundles: dict[str, DataBundle], sweep: di
         )
 
 
+def trial_label(t: dict[str, Any]) -> str:
+    """``model / regime / n real / subset k / seed s`` of a trial dict."""
+    return f"{t['model']} / {t['regime']} / {t.get('n_real', '?')} real / subset {t.get('subset', 0)} / seed {t['seed']}"
+
+
 def _trial_dirname(trial: Any) -> str:
     t = trial.config["trial"]
-    safe = "".join(c if c.isalnum() else "-" for c in f"{t['model']}_{t['regime']}_s{t['seed']}")
+    key = f"{t['model']}_{t['regime']}_n{t.get('n_real', 0)}_k{t.get('subset', 0)}_s{t['seed']}"
+    safe = "".join(c if c.isalnum() else "-" for c in key)
     return f"{safe}_{trial.trial_id}"
 
 
@@ -150,13 +156,71 @@ class TrialLog(tune.Callback):
         t, r = trial.config["trial"], trial.last_result or {}
         v = r.get("metric_value")
         value = f"{v:.4f}" if v is not None else "?"
-        sys.stdout.write(f"  trial {t['model']} / {t['regime']} / seed {t['seed']}: {value} ({r.get('time_total_s', 0):.0f} s)\n")
+        sys.stdout.write(f"  trial {trial_label(t)}: {value} ({r.get('time_total_s', 0):.0f} s)\n")
         sys.stdout.flush()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         t = trial.config["trial"]
-        sys.stdout.write(f"  trial {t['model']} / {t['regime']} / seed {t['seed']}: FAILED\n")
+        sys.stdout.write(f"  trial {trial_label(t)}: FAILED\n")
         sys.stdout.flush()
+
+
+def finished_results(store: str, cfg: SweepConfig) -> list[TrialResult]:
+    """Results of the trials that finished so far in a sweep's Tune storage (local folders)."""
+    if storage.is_remote(store):
+        raise ConfigError(f"{store}: --partial reads local Tune storage only")
+    found: dict[tuple, TrialResult] = {}
+    for p in sorted(Path(store).expanduser().glob(f"{cfg.name}/*/checkpoint_*/{RESULT_FILE}")):
+        r = TrialResult(**json.loads(p.read_text()))
+        found[(r.model, r.regime, r.n_real or cfg.n_real, r.subset, r.seed)] = r
+    return list(found.values())
+
+
+def complete_part(cfg: SweepConfig, results: list[TrialResult]) -> tuple[SweepConfig, str]:
+    """The part of ``cfg`` whose cells are complete in ``results`` (every subset and seed), and a
+    line saying what is missing."""
+    import dataclasses
+
+    have = {(r.model, r.regime, r.n_real or cfg.n_real, r.subset, r.seed) for r in results}
+
+    def done(label: str, regime: str, n: int) -> bool:
+        return all((label, regime, n, k, s) in have for k in cfg.rd_subsets for s in cfg.seeds)
+
+    models = []
+    for m in cfg.models:
+        regimes = tuple(r for r in cfg.model_regimes(m) if done(m.label, r, cfg.n_real))
+        if regimes:
+            models.append(dataclasses.replace(m, regimes=regimes))
+    lc = cfg.learning_curve
+    if lc is not None and not all(done(lc.model, r, n) for r in lc.regimes for n in lc.sizes):
+        lc = None
+    if lc is not None and lc.model not in {m.label for m in models}:
+        lc = None
+    if not models:
+        raise RbcrayError(f"no cell of sweep {cfg.name!r} has finished yet ({len(results)} trial(s) done)")
+    n_all = len(cfg.trials())
+    left = [f"{m.label} ({', '.join(r for r in cfg.model_regimes(m) if not done(m.label, r, cfg.n_real))})"
+            for m in cfg.models if any(not done(m.label, r, cfg.n_real) for r in cfg.model_regimes(m))]
+    note = (f"{len(results)} of {n_all} trials had finished; cells still missing: {'; '.join(left) or 'none'}"
+            f"{'; learning curve incomplete' if cfg.learning_curve is not None and lc is None else ''}")
+    return dataclasses.replace(cfg, models=tuple(models), learning_curve=lc), note
+
+
+def partial_report(cfg: SweepConfig, out: str, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Reports from the trials finished so far (no Ray, nothing trained): every complete cell,
+    contrast and (when complete) the learning curve, marked partial in table.md and report.json."""
+    plan = plan_sweep(cfg)
+    store = cfg.storage or storage.join(out, "tune")
+    results = finished_results(store, cfg)
+    part, note = complete_part(cfg, results)
+    keep = {m.label: set(part.model_regimes(m)) for m in part.models}
+    sizes = set(part.learning_curve.sizes) if part.learning_curve else set()
+    used = [r for r in results if r.regime in keep.get(r.model, ()) and ((r.n_real or cfg.n_real) == cfg.n_real
+            or (part.learning_curve is not None and r.model == part.learning_curve.model and r.n_real in sizes))]
+    log(f"partial report: {note}")
+    provenance = {name: p.real.provenance for name, p in plan.datasets.items()}
+    plan_info = {name: {"splits": p.role_stems(), "provenance": p.provenance} for name, p in plan.datasets.items()}
+    return write_reports(OutputWriter(out), part, used, provenance, None, None, plan_info, partial=note)
 
 
 def run_sweep(
@@ -186,7 +250,12 @@ def run_sweep(
     init_ray(object_store_memory=object_store_memory)
     bundles = load_bundles(plan, synthetic_loader=read_synthetic_ray)
     for name, b in bundles.items():
-        log(f"data {name}: {len(b.train)} real train, {len(b.test)} real test, {len(b.synthetic)} synthetic; {b.provenance}")
+        log(f"data {name}: {len(b.train)} real train (pool of {len(b.subsets) or 1} RD subset(s)), {len(b.val)} real val, "
+            f"{len(b.test)} real test, {len(b.synthetic)} synthetic; {b.provenance}")
+        syn = plan.datasets[name].provenance.get("synthetic")
+        if syn and syn["allow_overlap"]:
+            log(f"data {name}: --allow-overlap: the leakage check is off (ablation)"
+                + (f"; it would refuse: {syn['overlaps'][0]}" if syn["overlaps"] else ""))
     trainable = tune.with_parameters(_trainable, bundles=bundles, sweep=to_dict(cfg))
 
     def resources(config: dict[str, Any]) -> Any:
@@ -225,12 +294,12 @@ def run_sweep(
         t = r.config["trial"]
         if r.error is not None or r.checkpoint is None:
             msg = str(r.error).strip().splitlines()[-1] if r.error else "no result"
-            failed.append(f"{t['model']} / {t['regime']} / seed {t['seed']}: {msg}")
+            failed.append(f"{trial_label(t)}: {msg}")
             continue
         with r.checkpoint.as_directory() as d:
             p = Path(d) / RESULT_FILE
             if not p.exists():
-                failed.append(f"{t['model']} / {t['regime']} / seed {t['seed']}: did not finish")
+                failed.append(f"{trial_label(t)}: did not finish")
                 continue
             results.append(TrialResult(**json.loads(p.read_text())))
     if failed:
@@ -246,7 +315,8 @@ def run_sweep(
                 realism.append(realism_report(name, (b.train + b.test)[:k], b.synthetic[:k], rp, cfg.realism.inception_weights))
         realism_md = realism_markdown(realism) if realism else None
     provenance = {name: b.provenance for name, b in bundles.items()}
-    paths = write_reports(writer, cfg, results, provenance, realism, realism_md)
+    plan_info = {name: {"splits": p.role_stems(), "provenance": p.provenance} for name, p in plan.datasets.items()}
+    paths = write_reports(writer, cfg, results, provenance, realism, realism_md, plan_info)
     log(f"sweep done in {time.perf_counter() - t0:.0f} s: {len(results)} trials")
     return paths
 

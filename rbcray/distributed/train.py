@@ -21,12 +21,15 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rbcray import storage
 from rbcray.config import from_dict, to_dict
 from rbcray.errors import RbcrayError
 from rbcray.train.pix2pixhd import latest_checkpoint
+
+if TYPE_CHECKING:
+    from rbcray.data.splits import Splits
 
 #: Fault injection for tests: "RANK:EPOCH:MARKER" makes worker RANK exit abruptly after finishing
 #: EPOCH (and reporting it), once: only while the file MARKER does not exist (it is created first).
@@ -78,7 +81,11 @@ def _worker(config: dict[str, Any]) -> None:
     cfg = from_dict(family.config_class(), config["cfg"], where="train config")
     out = config["out"]
     rank = ray.train.get_context().get_world_rank()
-    trainer = family.trainer_class()(cfg, open_dataset(config["data"]), device=rtt.get_device())
+    ds = open_dataset(config["data"])
+    prov = config.get("provenance")
+    if prov is not None and prov.get("split") != "all":
+        ds = ds.subset(prov["stems"])
+    trainer = family.trainer_class()(cfg, ds, device=rtt.get_device(), provenance=prov)
     ck = ray.train.get_checkpoint()
     if ck is not None:
         with ck.as_directory() as d:
@@ -141,6 +148,8 @@ def train_distributed(
     cpus_per_worker: float | None = None,
     max_failures: int = 2,
     log: Callable[[str], None] = print,
+    splits: Splits | None = None,
+    role: str | None = None,
     val: Any = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` (any family's training config) on the Ray cluster (started or joined with
@@ -148,20 +157,24 @@ def train_distributed(
 
     ``workers`` defaults to the cluster's GPU count (or 1 on a CPU-only cluster); ``use_gpu`` to
     whether it has GPUs; ``cpus_per_worker`` to an even share of the CPUs (at most 8 per GPU
-    worker). The dataset folder must be readable at the same path by every worker. ``val`` (a
-    :class:`~rbcray.train.validate.ValSpec`) is scored by rank 0 (see :mod:`rbcray.train.validate`).
+    worker). The dataset folder must be readable at the same path by every worker. ``splits`` and
+    ``role`` restrict training to one role's images (recorded as the model's ``provenance``).
+    ``val`` (a :class:`~rbcray.train.validate.ValSpec`) is scored by rank 0 (see
+    :mod:`rbcray.train.validate`).
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from rbcray.data.provenance import select_dataset
     from rbcray.distributed.runtime import init_ray
     from rbcray.models.registry import family_of_config
     from rbcray.train.pix2pixhd_loop import open_dataset
 
     family = family_of_config(cfg)
     family.check(cfg)
-    open_dataset(data)  # fail before starting workers when the folder is not a training set
+    # fail before starting workers when the folder is not a training set or lacks the split's images
+    _, prov = select_dataset(open_dataset(data), splits, role)
     storage.check_writable(out)
     # training moves no data through the object store: keep it small on a local instance
     res = init_ray(object_store_memory=1_000_000_000) if not ray.is_initialized() else dict(ray.cluster_resources())
@@ -192,6 +205,7 @@ def train_distributed(
             "out": out.rstrip("/") if storage.is_remote(out) else os.path.abspath(out),
             "threads": max(1, int(cpus_per_worker)),
             "fault": os.environ.get(FAULT_ENV),
+            "provenance": prov,
             "val": to_dict(val) if val is not None else None,
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}),

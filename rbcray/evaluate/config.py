@@ -56,14 +56,21 @@ class DataConfig:
     real: str
     #: issue 5 Parquet shard folder / s3:// URI, or a synthetic dataset folder; None = no SD regimes
     synthetic: str | None = None
+    #: split file ('rbcray split'): RD draws from its train role, checkpoint selection uses val,
+    #: the test set is its test role; None = the test set is drawn from the folder by split_seed
+    splits: str | None = None
     #: every image and mask is resized by this factor when loaded
     scale: float = 1.0
-    n_test: int = 20
+    #: real test images (a seeded sample of the test role / pool); None = the whole test role
+    n_test: int | None = 20
+    #: validation images (from the split's val role) for checkpoint selection; 0 = none
+    n_val: int = 0
     split_seed: int = 0
 
     def __post_init__(self) -> None:
         check(self.scale > 0, f"dataset {self.name!r}: scale must be > 0, got {self.scale}")
-        check(self.n_test >= 1, f"dataset {self.name!r}: n_test must be >= 1, got {self.n_test}")
+        check(self.n_test is None or self.n_test >= 1, f"dataset {self.name!r}: n_test must be >= 1, got {self.n_test}")
+        check(self.n_val >= 0, f"dataset {self.name!r}: n_val must be >= 0, got {self.n_val}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,11 @@ class TrainConfig:
     contour_width: int = 1
     #: epoch checkpoint (for resuming) every this many epochs
     checkpoint_every: int = 1
+    #: score the validation images every this many epochs and test the best state (checkpoint
+    #: selection, alike for every regime); None = test the last epoch's weights
+    val_every: int | None = None
+    #: stop after this many validation scores without improvement (early stopping); None = never
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
@@ -95,6 +107,9 @@ class TrainConfig:
         check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "train.steps_per_epoch must be >= 1")
         check(self.contour_width >= 1, "train.contour_width must be >= 1")
         check(self.checkpoint_every >= 1, "train.checkpoint_every must be >= 1")
+        check(self.val_every is None or self.val_every >= 1, "train.val_every must be >= 1")
+        check(self.patience is None or (self.patience >= 1 and self.val_every is not None),
+              "train.patience must be >= 1 and needs train.val_every")
 
 
 @dataclass(frozen=True)
@@ -151,6 +166,24 @@ class RealismConfig:
 
 
 @dataclass(frozen=True)
+class LearningCurveConfig:
+    """RD alone and RD+SD at several real-image counts, for one model (issue 10 item 5).
+
+    RD+SD at size n trains on the n real images plus ``total - n_real`` synthetic ones (the
+    main table's count), so at ``n = n_real`` both are the main table's trials.
+    """
+
+    model: str
+    sizes: tuple[int, ...] = (15, 30, 60, 120)
+    regimes: tuple[str, ...] = ("RD", "RD+SD")
+
+    def __post_init__(self) -> None:
+        check(len(self.sizes) >= 2 and list(self.sizes) == sorted(set(self.sizes)) and self.sizes[0] >= 1,
+              f"learning_curve.sizes must be >= 2 increasing counts, got {list(self.sizes)}")
+        check(set(self.regimes) == {"RD", "RD+SD"}, "learning_curve.regimes must be [RD, RD+SD]")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """The whole sweep: every (model, regime, seed) trial and how its results are summarised."""
 
@@ -180,12 +213,21 @@ class SweepConfig:
     #: where public datasets are looked up (see rbcray.data.registry)
     data_dir: str | None = None
     realism: RealismConfig = field(default_factory=RealismConfig)
+    #: seeds of the draws of the RD images from the train pool (>= 3 fold subset variance into
+    #: the intervals); every regime of a subset uses the same real images
+    rd_subsets: tuple[int, ...] = (0,)
+    learning_curve: LearningCurveConfig | None = None
+    #: ablations only: run although a synthetic input was built from val/test images (or records
+    #: none); every report says so (CLI --allow-overlap)
+    allow_overlap: bool = False
 
     def __post_init__(self) -> None:
         check(len(self.datasets) >= 1, "sweep: 'datasets' must list at least one dataset")
         check(len(self.models) >= 1, "sweep: 'models' must list at least one model")
         check(len(self.seeds) >= 1, "sweep: 'seeds' must list at least one seed")
         check(len(set(self.seeds)) == len(self.seeds), f"sweep: seeds repeat: {list(self.seeds)}")
+        check(len(self.rd_subsets) >= 1 and len(set(self.rd_subsets)) == len(self.rd_subsets),
+              f"sweep: rd_subsets must list distinct subset seeds, got {list(self.rd_subsets)}")
         check(self.n_real >= 1, f"sweep: n_real must be >= 1, got {self.n_real}")
         check(self.total >= self.n_real, f"sweep: total ({self.total}) must be >= n_real ({self.n_real})")
         check(0 <= self.synthetic_share <= 1, f"sweep: synthetic_share must be in [0, 1], got {self.synthetic_share}")
@@ -208,6 +250,13 @@ class SweepConfig:
                         f"model {m.label!r}: regime {r} needs synthetic data but dataset {m.dataset!r} has no 'synthetic' source"
                     )
 
+        lc = self.learning_curve
+        if lc is not None:
+            if lc.model not in labels:
+                raise ConfigError(f"learning_curve.model {lc.model!r}: not a model label; models: {', '.join(labels)}")
+            if by_name[self.model(lc.model).dataset].synthetic is None:
+                raise ConfigError(f"learning_curve: model {lc.model!r} has no synthetic data for RD+SD")
+
     def dataset(self, name: str) -> DataConfig:
         return next(d for d in self.datasets if d.name == name)
 
@@ -218,11 +267,33 @@ class SweepConfig:
         return tuple(m.regimes) if m.regimes is not None else tuple(self.regimes)
 
     def trials(self) -> list[dict[str, Any]]:
-        """One dict per (model, regime, seed), in table order."""
-        return [
-            {"model": m.label, "regime": r, "seed": s}
-            for m in self.models for r in self.model_regimes(m) for s in self.seeds
+        """One dict per (model, regime, RD size, subset, seed): the table's trials first (in table
+        order), then the learning curve's that the table does not already hold."""
+        out = [
+            {"model": m.label, "regime": r, "n_real": self.n_real, "subset": k, "seed": s}
+            for m in self.models for r in self.model_regimes(m) for k in self.rd_subsets for s in self.seeds
         ]
+        lc = self.learning_curve
+        if lc is not None:
+            have = {tuple(t.values()) for t in out}
+            for n in lc.sizes:
+                for r in lc.regimes:
+                    for k in self.rd_subsets:
+                        for s in self.seeds:
+                            t = {"model": lc.model, "regime": r, "n_real": n, "subset": k, "seed": s}
+                            if tuple(t.values()) not in have:
+                                out.append(t)
+        return out
+
+    def trial_total(self, n_real: int) -> int:
+        """Training items of the mixed regimes at ``n_real`` real images: the table's extra
+        (synthetic / augmented) count ``total - n_real`` stays fixed."""
+        return n_real + self.total - self.n_real
+
+    def max_real(self) -> int:
+        """The most real training images any trial uses."""
+        sizes = self.learning_curve.sizes if self.learning_curve is not None else ()
+        return max((self.n_real, *sizes))
 
     def resources_of(self, m: ModelEntry) -> ResourceConfig:
         return m.resources or self.resources

@@ -89,6 +89,8 @@ class RealSource:
     test_pool: tuple[int, ...] | None
     _dataset: Any = None
     _source: Any = None
+    #: the dataset's name as split files and provenance records give it
+    dataset_name: str = ""
 
     def __len__(self) -> int:
         return len(self.names)
@@ -123,6 +125,7 @@ def open_real(spec: str, data_dir: str | Path | None = None) -> RealSource:
         return RealSource(
             spec, tuple(s.stem for s in imgs), sizes, False,
             "BCCD frames of TXL-PBC: RBC boxes re-annotated by people (YOLO labels)", test or None, None, src,
+            src.name,
         )
     if is_dataset_name(spec):
         raise DataError(
@@ -137,7 +140,7 @@ def open_real(spec: str, data_dir: str | Path | None = None) -> RealSource:
         f"{ds.name}: instance masks DERIVED by classical segmentation ('rbcray annotate'), not manual ground truth"
     )
     sizes = tuple((int(r["height"]), int(r["width"])) for r in ds.samples)
-    return RealSource(spec, tuple(ds.stems), sizes, True, prov, None, ds, None)
+    return RealSource(spec, tuple(ds.stems), sizes, True, prov, None, ds, None, ds.name)
 
 
 @contextlib.contextmanager

@@ -25,9 +25,22 @@ import numpy as np
 from rbcray import storage
 from rbcray.config import to_dict
 from rbcray.errors import RbcrayError
-from rbcray.evaluate.config import METRIC_LABEL, SweepConfig
-from rbcray.evaluate.metrics import bootstrap_indices, paired_bootstrap
+from rbcray.evaluate.config import METRIC_LABEL, ModelEntry, SweepConfig
+from rbcray.evaluate.contrasts import (
+    CONTRASTS,
+    BootTables,
+    Contrast,
+    Worth,
+    boot_tables,
+    contrast,
+    hierarchical,
+    interval,
+    synthetic_worth,
+    unit_replicates,
+)
+from rbcray.evaluate.metrics import metric_value
 from rbcray.evaluate.regimes import regime_counts
+from rbcray.evaluate.report_sections import Summary, contrast_table, curve_png, curve_table, leakage_lines
 from rbcray.evaluate.train import TrialResult
 
 CSV_COLUMNS = ("model", "regime", "metric", "mean", "ci_low", "ci_high", "n_test")
@@ -47,37 +60,88 @@ class Row:
     n_seeds: int
     #: paired difference to RD of the same model (None for RD itself or without RD)
     delta: tuple[float, float, float] | None = None
+    n_subsets: int = 1
+    n_real: int = 0
+
+
+class _Cells:
+    """Estimates and bootstrap replicates of cells, one shared draw table per test set."""
+
+    def __init__(self, cfg: SweepConfig, results: list[TrialResult]) -> None:
+        self.cfg = cfg
+        self.by = {(r.model, r.regime, r.n_real or cfg.n_real, r.subset, r.seed): r for r in results}
+        self.tables: dict[str, BootTables] = {}
+        self.cache: dict[tuple[str, str, int], tuple[float, np.ndarray, int]] = {}
+
+    def get(self, m: ModelEntry, regime: str, n: int) -> tuple[float, np.ndarray, int]:
+        key = (m.label, regime, n)
+        if key in self.cache:
+            return self.cache[key]
+        cfg = self.cfg
+        grid = []
+        for k in cfg.rd_subsets:
+            row = []
+            for s in cfg.seeds:
+                t = self.by.get((m.label, regime, n, k, s))
+                if t is None:
+                    raise RbcrayError(f"no result for trial {m.label} / {regime} / {n} real / subset {k} / seed {s}")
+                row.append(t)
+            grid.append(row)
+        n_test = len(grid[0][0].records)
+        if m.dataset not in self.tables:
+            rng = np.random.default_rng([cfg.bootstrap_seed, zlib.crc32(m.dataset.encode())])
+            self.tables[m.dataset] = boot_tables(n_test, len(cfg.rd_subsets), len(cfg.seeds), cfg.bootstrap, rng)
+        tab = self.tables[m.dataset]
+        points = np.empty((len(grid), len(grid[0])))
+        unit = np.empty((*points.shape, tab.n_boot))
+        for i, row in enumerate(grid):
+            for j, t in enumerate(row):
+                points[i, j], unit[i, j] = unit_replicates(
+                    lambda idx, rec=t.records: metric_value(m.metric, rec, idx, cfg.max_dets), tab)
+        est, reps = hierarchical(points, unit, tab)
+        self.cache[key] = (est, reps, n_test)
+        return self.cache[key]
+
+
+def summarise_all(cfg: SweepConfig, results: list[TrialResult]) -> Summary:
+    """Rows (models, then regimes) with hierarchical-bootstrap intervals, the paired contrasts
+    of every model, and the learning curve with the synthetic data's worth in real images."""
+    cells = _Cells(cfg, results)
+    rows: list[Row] = []
+    contrasts: dict[str, list[Contrast]] = {}
+    n_sub, n_seed = len(cfg.rd_subsets), len(cfg.seeds)
+    for m in cfg.models:
+        got = {r: cells.get(m, r, cfg.n_real) for r in cfg.model_regimes(m)}
+        for regime, (mean, reps, n_test) in got.items():
+            lo, hi = interval(reps, cfg.ci)
+            delta = None
+            if "RD" in got and regime != "RD":
+                c = contrast(regime, mean, reps, "RD", got["RD"][0], got["RD"][1], cfg.ci)
+                delta = (c.diff, c.ci_low, c.ci_high)
+            rows.append(Row(m.label, regime, m.metric, mean, lo, hi, n_test, n_seed, delta, n_sub, cfg.n_real))
+        contrasts[m.label] = [contrast(a, got[a][0], got[a][1], b, got[b][0], got[b][1], cfg.ci)
+                              for a, b in CONTRASTS if a in got and b in got]
+    curve: list[Row] = []
+    worth: list[Worth] = []
+    lc = cfg.learning_curve
+    if lc is not None:
+        m = cfg.model(lc.model)
+        pts: dict[str, list[tuple[float, np.ndarray]]] = {}
+        for r in lc.regimes:
+            for n in lc.sizes:
+                mean, reps, n_test = cells.get(m, r, n)
+                lo, hi = interval(reps, cfg.ci)
+                curve.append(Row(m.label, r, m.metric, mean, lo, hi, n_test, n_seed, None, n_sub, n))
+                pts.setdefault(r, []).append((mean, reps))
+        worth = synthetic_worth(
+            lc.sizes, [p for p, _ in pts["RD"]], np.stack([r for _, r in pts["RD"]]),
+            [p for p, _ in pts["RD+SD"]], np.stack([r for _, r in pts["RD+SD"]]), cfg.ci)
+    return Summary(rows, contrasts, curve, worth)
 
 
 def summarise(cfg: SweepConfig, results: list[TrialResult]) -> list[Row]:
-    """Rows in table order (models, then regimes) with paired-bootstrap intervals."""
-    by = {(r.model, r.regime, r.seed): r for r in results}
-    tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    rows: list[Row] = []
-    for m in cfg.models:
-        cells: dict[str, tuple[float, float, float, np.ndarray, int]] = {}
-        for regime in cfg.model_regimes(m):
-            missing = [s for s in cfg.seeds if (m.label, regime, s) not in by]
-            if missing:
-                raise RbcrayError(f"no result for trial {m.label} / {regime} / seed {missing[0]}")
-            trials = [by[(m.label, regime, s)] for s in cfg.seeds]
-            n_test = len(trials[0].records)
-            if m.dataset not in tables:
-                # one index table per test set: every regime and model on it is paired
-                rng = np.random.default_rng([cfg.bootstrap_seed, zlib.crc32(m.dataset.encode())])
-                tables[m.dataset] = (bootstrap_indices(n_test, cfg.bootstrap, rng),
-                                     bootstrap_indices(len(cfg.seeds), cfg.bootstrap, rng))
-            img_idx, seed_idx = tables[m.dataset]
-            mean, lo, hi, reps = paired_bootstrap(m.metric, [t.records for t in trials], img_idx, seed_idx, cfg.ci, cfg.max_dets)
-            cells[regime] = (mean, lo, hi, reps, n_test)
-        rd = cells.get("RD")
-        for regime, (mean, lo, hi, reps, n_test) in cells.items():
-            delta = None
-            if rd is not None and regime != "RD":
-                q = np.quantile(reps - rd[3], [(1 - cfg.ci) / 2, 1 - (1 - cfg.ci) / 2])
-                delta = (mean - rd[0], float(q[0]), float(q[1]))
-            rows.append(Row(m.label, regime, m.metric, mean, lo, hi, n_test, len(cfg.seeds), delta))
-    return rows
+    """The table's rows (see :func:`summarise_all`)."""
+    return summarise_all(cfg, results).rows
 
 
 def csv_text(rows: list[Row]) -> str:
@@ -122,29 +186,51 @@ def delta_table(cfg: SweepConfig, rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def report_markdown(cfg: SweepConfig, rows: list[Row], provenance: dict[str, str], realism_md: str | None) -> str:
-    """The whole ``table.md``: table, paired differences, how it was made, data provenance."""
+def report_markdown(
+    cfg: SweepConfig, rows: list[Row] | Summary, provenance: dict[str, str], realism_md: str | None,
+    plan_info: dict[str, Any] | None = None, partial: str | None = None,
+) -> str:
+    """The whole ``table.md``: table, paired contrasts, learning curve, how it was made, data."""
+    summary = rows if isinstance(rows, Summary) else Summary(rows)
+    rows = summary.rows
     pct = round(cfg.ci * 100)
     counts = {r: regime_counts(r, cfg.n_real, cfg.total, cfg.synthetic_share) for r in cfg.regimes}
     count_txt = "; ".join(f"{r}: {c.real} real + {c.synthetic} synthetic + {c.augmented} augmented" for r, c in counts.items())
     n_tests = sorted({(r.model, r.n_test) for r in rows})
+    levels = "test images" + (f", {len(cfg.rd_subsets)} RD subsets" if len(cfg.rd_subsets) > 1 else "") + (
+        f", {len(cfg.seeds)} seeds" if len(cfg.seeds) > 1 else "")
     parts = [
         f"# {cfg.name}: downstream evaluation (Bailo et al. 2019, Table 2)",
         "",
-        f"Mean over {len(cfg.seeds)} seed(s) on the real test set, with paired-bootstrap {pct}% intervals "
-        f"({cfg.bootstrap} resamples of the test images{' and seeds' if len(cfg.seeds) > 1 else ''}).",
+    ]
+    if partial:
+        parts += [f"**Partial: {partial}**", ""]
+    if cfg.allow_overlap:
+        parts += ["**--allow-overlap: synthetic inputs were NOT checked against the held-out images (ablation only).**", ""]
+    parts += [
+        f"Mean over {len(cfg.rd_subsets)} RD subset(s) x {len(cfg.seeds)} seed(s) on the real test set, with "
+        f"{pct}% hierarchical-bootstrap intervals ({cfg.bootstrap} resamples of {levels}).",
         "",
         markdown_table(cfg, rows),
         "",
     ]
-    dt = delta_table(cfg, rows)
+    dt = contrast_table(cfg, summary) if summary.contrasts else delta_table(cfg, rows)
     if dt:
-        parts += [f"Difference from RD (same model, same test images; paired {pct}% interval):", "", dt, ""]
+        parts += [f"Paired differences (same test images, same resamples; {pct}% interval):", "", dt, ""]
+    ct = curve_table(cfg, summary)
+    if ct:
+        lc = cfg.learning_curve
+        assert lc is not None
+        parts += [f"Learning curve of {lc.model} (RD vs RD+SD by the number of real images; '+N' = the synthetic "
+                  "images do what N more real images do, read off the RD curve interpolated in log size):", "", ct, ""]
+    sel = {m.label: m.train.val_every for m in cfg.models}
+    sel_txt = ", ".join(f"{k} every {v} epochs" if v else f"{k} last epoch" for k, v in sel.items())
     parts += [
         "## How",
         "",
         f"- Training items per regime: {count_txt}.",
-        "- Test images per model: " + ", ".join(f"{m} {n}" for m, n in n_tests) + "; real only, fixed by the split seed.",
+        "- Test images per model: " + ", ".join(f"{m} {n}" for m, n in n_tests) + "; real only, fixed by the split.",
+        f"- Checkpoint selection on the validation images: {sel_txt}; every regime the same step budget.",
         "- Metrics: Dice (Eq. 8) of FCN-8s foreground; AP at IoU 0.5 (pycocotools COCOeval) of cell boxes for "
         "Faster R-CNN and DCAN (cells = components of objectness minus contour).",
         "",
@@ -152,6 +238,8 @@ def report_markdown(cfg: SweepConfig, rows: list[Row], provenance: dict[str, str
         "",
     ]
     parts += [f"- **{name}**: {text}" for name, text in provenance.items()]
+    if plan_info:
+        parts += ["", "## Splits and leakage", ""] + leakage_lines(plan_info)
     if realism_md:
         parts += ["", realism_md]
     return "\n".join(parts) + "\n"
@@ -216,20 +304,40 @@ class OutputWriter:
 
 def write_reports(
     out: OutputWriter, cfg: SweepConfig, results: list[TrialResult], provenance: dict[str, str],
-    realism: dict[str, Any] | None = None, realism_md: str | None = None,
+    realism: dict[str, Any] | None = None, realism_md: str | None = None, plan_info: dict[str, Any] | None = None,
+    partial: str | None = None,
 ) -> dict[str, str]:
-    """Write every output file; ``report.json`` last. Returns name -> written path."""
-    rows = summarise(cfg, results)
+    """Write every output file; ``report.json`` last. Returns name -> written path.
+
+    ``plan_info`` (per dataset: ``splits`` — the stems of every role and RD subset — and
+    ``provenance`` — what the synthetic inputs were learned from) goes into report.json as
+    ``splits`` and ``provenance``.
+    """
+    summary = summarise_all(cfg, results)
+    rows = summary.rows
     paths = {
         "table.csv": out.put("table.csv", csv_text(rows).encode()),
         "table.png": out.put("table.png", bar_chart_png(cfg, rows)),
     }
+    png = curve_png(cfg, summary)
+    if png is not None:
+        paths["curve.png"] = out.put("curve.png", png)
     if realism_md:
         paths["realism.md"] = out.put("realism.md", realism_md.encode())
     paths["results.json"] = out.put("results.json", (json.dumps([r.to_dict() for r in results]) + "\n").encode())
-    paths["table.md"] = out.put("table.md", report_markdown(cfg, rows, provenance, realism_md).encode())
+    paths["table.md"] = out.put("table.md", report_markdown(cfg, summary, provenance, realism_md, plan_info, partial).encode())
+    info = plan_info or {}
     report = {
-        "config": to_dict(cfg), "provenance": provenance, "rows": [r.__dict__ for r in rows],
+        "config": to_dict(cfg),
+        "allow_overlap": cfg.allow_overlap,
+        "partial": partial,
+        "splits": {k: v.get("splits") for k, v in info.items()},
+        "provenance": {k: {"text": provenance.get(k), **(v.get("provenance") or {})} for k, v in info.items()}
+        or provenance,
+        "rows": [r.__dict__ for r in rows],
+        "contrasts": {k: [c.to_dict() for c in v] for k, v in summary.contrasts.items()},
+        "learning_curve": {"rows": [r.__dict__ for r in summary.curve], "worth": [w.to_dict() for w in summary.worth]}
+        if summary.curve else None,
         "realism": realism, "files": sorted(paths),
     }
     paths["report.json"] = out.put("report.json", (json.dumps(report, indent=2, default=float) + "\n").encode())

@@ -13,9 +13,11 @@ FCNs are fully convolutional and the detector keeps images at their size).
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,12 @@ class TrialResult:
     losses: list[float] = field(default_factory=list)
     train_items: int = 0
     seconds: float = 0.0
+    #: RD subset seed and real-image count of the trial
+    subset: int = 0
+    n_real: int = 0
+    #: (epoch, validation metric) at every selection point; the tested state is the best one
+    val: list[list[float]] = field(default_factory=list)
+    selected_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -180,9 +188,14 @@ def run_trial(
     on_epoch: Callable[[int, dict[str, Any], float], None] | None = None,
     on_end: Callable[[torch.nn.Module], None] | None = None,
 ) -> TrialResult:
-    """Train ``trial`` ({'model': label, 'regime', 'seed'}) on ``bundle`` and test it.
+    """Train ``trial`` ({'model': label, 'regime', 'seed', 'subset', 'n_real'}) on ``bundle`` and test it.
 
-    ``resume`` is a state saved by ``on_epoch`` (model, optimizer, epoch, losses);
+    The real items are the first ``n_real`` images of RD subset ``subset``. With
+    ``train.val_every`` the model is scored on the bundle's validation images every that many
+    epochs (and after the last), and the best-scoring state is the one tested (ties: the later);
+    ``train.patience`` stops training after that many scores without improvement.
+
+    ``resume`` is a state saved by ``on_epoch`` (model, optimizer, epoch, losses, selection);
     ``on_epoch(epoch, state, mean_loss)`` is called after every ``checkpoint_every`` epochs
     (checkpoints, reports); the state holds the live model tensors, so save or copy it at once.
     ``on_end(model)`` receives the trained model (to keep its weights).
@@ -191,7 +204,11 @@ def run_trial(
     m = cfg.model(trial["model"])
     tcfg, seed, task = m.train, int(trial["seed"]), m.task
     device = device or pick_device(cfg.resources_of(m).gpu > 0)
-    items = regime_items(trial["regime"], cfg.n_real, cfg.total, cfg.synthetic_share)
+    n_real = int(trial.get("n_real", cfg.n_real))
+    subset = int(trial.get("subset", cfg.rd_subsets[0]))
+    real_idx = bundle.real_indices(subset, n_real)
+    items = [it if it.origin != "real" else dc_replace(it, index=real_idx[it.index])
+             for it in regime_items(trial["regime"], n_real, cfg.trial_total(n_real), cfg.synthetic_share)]
     augmenter = Augmenter(cfg.augment)
     torch.manual_seed(seed)
     model = create_model(m.model, **m.params).to(device)
@@ -201,10 +218,12 @@ def run_trial(
     else:
         opt = torch.optim.SGD(params, lr=tcfg.lr, momentum=0.9, weight_decay=tcfg.weight_decay)
     start, losses = 0, []
+    sel: dict[str, Any] = {"val": [], "best": None, "best_epoch": None, "stale": 0}
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         start, losses = int(resume["epoch"]) + 1, list(resume["losses"])
+        sel = resume.get("selection", sel)
 
     use_amp = tcfg.amp and device.type == "cuda"
 
@@ -246,8 +265,24 @@ def run_trial(
             total += float(loss.detach())
             done += 1
         losses.append(total / done if done else float("nan"))
-        if on_epoch is not None and epoch < tcfg.epochs - 1 and (epoch + 1) % tcfg.checkpoint_every == 0:
-            on_epoch(epoch, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "losses": list(losses)}, losses[-1])
+        last = epoch == tcfg.epochs - 1
+        stop = False
+        if tcfg.val_every is not None and bundle.val and ((epoch + 1) % tcfg.val_every == 0 or last):
+            v = metric_value(m.metric, evaluate(task, model, bundle.val, device, m.post, cfg.max_dets, autocast), None, cfg.max_dets)
+            sel["val"].append([epoch, v])
+            if sel["best_epoch"] is None or v >= max(x[1] for x in sel["val"][:-1]):
+                sel["best"] = {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}
+                sel["best_epoch"], sel["stale"] = epoch, 0
+            else:
+                sel["stale"] += 1
+            stop = tcfg.patience is not None and sel["stale"] >= tcfg.patience
+        if on_epoch is not None and not last and not stop and (epoch + 1) % tcfg.checkpoint_every == 0:
+            on_epoch(epoch, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                             "losses": list(losses), "selection": copy.copy(sel)}, losses[-1])
+        if stop:
+            break
+    if sel["best"] is not None:
+        model.load_state_dict(sel["best"])
     if on_end is not None:
         on_end(model)
     records = evaluate(task, model, bundle.test, device, m.post, cfg.max_dets, autocast)
@@ -255,5 +290,5 @@ def run_trial(
     return TrialResult(
         model=m.label, regime=trial["regime"], seed=seed, metric=m.metric, value=value, records=records,
         test_names=[s.name for s in bundle.test], losses=losses, train_items=len(items),
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0, subset=subset, n_real=n_real, val=sel["val"], selected_epoch=sel["best_epoch"],
     )

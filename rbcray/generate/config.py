@@ -46,6 +46,8 @@ class GenerateConfig:
     placement: str = "adhesive"
     n_init: int | None = None
     kernel_inner: float | None = None
+    #: calibrated placement: params.json of 'rbcray calibrate' (the overrides above win over it)
+    params: str | None = None
     #: quality gate: encoder file of ``rbcray encoder`` (scores every sample: the ``quality`` column),
     #: and the threshold below which samples are replaced by further candidates (rbcray.generate.quality)
     quality_encoder: str | None = None
@@ -89,7 +91,12 @@ class GenerateConfig:
     def synth_overrides(self) -> dict[str, Any]:
         """The mask-synthesis overrides given (None values left out)."""
         keys = ("width", "height", "cells_mean", "cells_std", "cell_size", "n_init", "kernel_inner")
-        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        out: dict[str, Any] = {}
+        if self.params:
+            from rbcray.synth.calibrate import load_params
+
+            out.update(load_params(self.params))
+        out.update({k: getattr(self, k) for k in keys if getattr(self, k) is not None})
         out["placement"] = self.placement
         return out
 

@@ -34,6 +34,9 @@ def generate_step(ctx: DemoContext) -> dict[str, Any]:
         if not p.exists():
             raise DataError(f"{p}: the demo's {name} is missing; run 'rbcray demo' from the start")
     out = d / "shards"
+    params = ctx.out / "masks" / "params.json"  # the calibrated placement of the masks step
+    if params.exists():
+        inputs["params"] = params
     cfg = from_dict(GenerateConfig, {**{k: str(v) for k, v in inputs.items()}, "out": str(out), "num_samples": DEMO_SAMPLES,
                                      "seed": 0, "shard_size": DEMO_SHARD, "png": True, "coco": True, "progress": False})
     manifest = run_ray(prepare(cfg, ctx.log), ctx.log)

@@ -2,7 +2,8 @@
 
 A run makes samples ``0..N-1``. Sample ``i`` is fully determined by (run seed S, i): its mask is
 ``rbcray.synth.engine.synthesize(bank, synth_cfg, S, i)`` (Bailo et al. Sec. 4.1) and its image is
-the pix2pixHD translation (Sec. 4.2) with style clusters drawn from ``default_rng((S, i))``. So
+the pix2pixHD translation (Sec. 4.2) with style clusters drawn from the sample's own style stream
+(:mod:`rbcray.rng`; independent of the mask's). So
 the output never depends on actor counts, batch sizes or which worker ran what.
 
 The unit of work is a *shard* (a consecutive id range, see :mod:`rbcray.generate.shards`). Each
@@ -57,6 +58,8 @@ class RunPlan:
     shapes_sha256: str
     num_styles: int
     plan: dict[str, Any] = field(default_factory=dict)
+    #: the real images the generator, shape bank and statistics learned from (rbcray.data.provenance)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def todo(self) -> list[S.Shard]:
@@ -103,10 +106,11 @@ def prepare(cfg: GenerateConfig, log: Callable[[str], None] = print) -> RunPlan:
         num_styles = StyleBank.from_bytes(files["styles.npz"], f"{cfg.checkpoint}/styles.npz").k
     if cfg.style_choice is not None and cfg.style_choice >= max(num_styles, 1):
         raise RbcrayError(f"--style {cfg.style}: the model has {num_styles} style clusters (0..{max(num_styles - 1, 0)})")
+    encoder_prov = None
     if cfg.quality_encoder is not None:
         from rbcray.evaluate.encoder import RealEncoder
 
-        RealEncoder.load(cfg.quality_encoder)  # readable before any work
+        encoder_prov = RealEncoder.load(cfg.quality_encoder).provenance  # readable before any work
     per_shard = cfg.shard_size or S.samples_per_shard(cfg.shard_bytes, synth.width, synth.height)
     content = {k: v for k, v in cfg.content_dict().items() if k not in ("out", "checkpoint", "shapes", "stats")}
     plan = {
@@ -138,7 +142,10 @@ def prepare(cfg: GenerateConfig, log: Callable[[str], None] = print) -> RunPlan:
             done[sh.name] = entry
     if done:
         log(f"resuming: {len(done)} of {len(shards)} shard(s) already written, {len(shards) - len(done)} to go")
-    return RunPlan(cfg, synth.to_dict(), per_shard, shards, done, ckpt_sha, bank.sha256, num_styles, plan)
+    provenance = {"generator": manifest.get("provenance"), "shapes": bank.meta.get("provenance"), "stats": stats.get("provenance")}
+    if encoder_prov is not None:  # the quality gate's segmenter learned from real images too
+        provenance["quality_encoder"] = encoder_prov
+    return RunPlan(cfg, synth.to_dict(), per_shard, shards, done, ckpt_sha, bank.sha256, num_styles, plan, provenance)
 
 
 # ----------------------------------------------------------------------------- payloads
@@ -269,6 +276,7 @@ def finish(plan: RunPlan, entries: list[dict[str, Any]], seconds: float, stage_s
         "config": plan.plan,
         "quality": quality_summary(plan),
         "timing": {"seconds": seconds, **{f"{k}_seconds": v for k, v in stage_seconds.items()}},
+        "provenance": plan.provenance,
     }
     return S.write_manifest(plan.cfg.out, entries, info)
 

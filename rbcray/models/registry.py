@@ -23,6 +23,8 @@ MODEL_MODULES: tuple[str, ...] = (
     "rbcray.models.unet_wgangp.networks",
     "rbcray.models.dcan",  # dcan
     "rbcray.models.detection",  # faster_rcnn
+    "rbcray.models.morphology",  # morphology_cnn (issue 14)
+    "rbcray.models.unit.networks",  # unit (issue 14)
 )
 
 #: Modules whose import registers a generator family (mask -> image translator).

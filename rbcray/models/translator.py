@@ -6,7 +6,8 @@ no torch), the pieces the shared code paths call:
 
 - ``config``: the frozen training config dataclass (``total_epochs``, ``checkpoint_every``,
   ``keep_checkpoints`` and ``with_epochs(n)`` are required of it);
-- ``trainer``: ``Trainer(cfg, dataset, device=None)`` with ``epoch``, ``history``, ``resumes``,
+- ``trainer``: ``Trainer(cfg, dataset, device=None, provenance=None)`` with ``epoch``, ``history``,
+  ``resumes``, ``provenance`` (saved in checkpoints and ``model.json``),
   ``train_epoch() -> metrics``, ``sample_grid() -> PNG bytes``, ``state_dict()`` and
   ``load_state_dict(state, name)`` -- run by both the plain loop (:mod:`rbcray.train.runner`) and
   the Ray Train workers (:mod:`rbcray.distributed.train`);

@@ -63,7 +63,10 @@ def _label(ds: Dataset) -> str:
     label = str(synth["placement"])
     if label == "adhesive":
         extra = [f"n_init {synth['n_init']}"] if synth.get("n_init", 20) != 20 else []
-        extra += [f"inner {synth['kernel_inner']:g}"] if synth.get("kernel_inner", 0.0) else []
+        extra += ["1 - G inside"] if synth.get("kernel_inside") == "reverted" else []
+        extra += [f"inner {synth['kernel_inner']:g}"] if synth.get("kernel_inner", 0.0) and synth.get("kernel_inside") != "reverted" else []
+        extra += [f"width x{synth['kernel_scale']:.2g}"] if synth.get("kernel_scale", 1.0) != 1.0 else []
+        extra += [f"contact {synth['contact_prob']:.2f}/{synth['contact_overlap']:.2f}"] if synth.get("contact_prob") and synth.get("contact_overlap") else []
         label += f" ({', '.join(extra)})" if extra else ""
     return label
 
@@ -148,7 +151,8 @@ def adhesive_map(ds: Dataset, stem: str) -> np.ndarray | None:
     centres = np.stack([np.asarray(t["cx"])[order], np.asarray(t["cy"])[order]], axis=1) if t["id"] else np.zeros((0, 2))
     if len(centres) < cfg.n_init:
         return None
-    return probability_map(centres, cfg.width, cfg.height, cfg.cell_size, cfg.n_init, cfg.kernel_inner)
+    return probability_map(centres, cfg.width, cfg.height, cfg.cell_size * cfg.kernel_scale, cfg.n_init, cfg.kernel_inner,
+                           reverted=cfg.kernel_inside == "reverted")
 
 
 def figure(res: dict[str, Any], out: str | Path) -> None:

@@ -53,9 +53,21 @@ class SynthConfig:
     placement: Literal["adhesive", "uniform"] = "adhesive"
     #: the first n_init centres are uniform (Eq. 3)
     n_init: int = 20
-    #: value of the kernel z within cell_size of its centre, relative to the Gaussian's peak
+    #: Eq. 3's kernel within cell_size of its centre ("reverted"): 'reverted' = 1 - G (the plain
+    #: reading, continuous at the disc's edge) or 'constant' = the value ``kernel_inner``
+    kernel_inside: Literal["reverted", "constant"] = "constant"
+    #: with kernel_inside 'constant': the kernel's value there, relative to the Gaussian's peak
     #: ("set low so occupied places are avoided"); 0 = never there
     kernel_inner: float = 0.0
+    #: kernel width: its half width at half maximum (and disc radius) is kernel_scale * cell_size
+    #: (1 = the paper's; calibration may change it)
+    kernel_scale: float = 1.0
+    #: contact (beyond the paper, see contact.py): the share of cells that may press against
+    #: placed cells, and how deep: a proposal of such a cell is accepted when it overlaps placed
+    #: cells by at most ``contact_overlap`` of its own area (and of each neighbour's); the shared
+    #: pixels are split along the bisector of the two centres. 0 = the paper's rule (no overlap)
+    contact_prob: float = 0.0
+    contact_overlap: float = 0.0
     #: palette colours used (the first K of rbcray.data.formats.PALETTE)
     colors: int = DEFAULT_COLORS
     #: placement tries per cell (overlap or no free colour -> try again) before the cell is given up
@@ -76,7 +88,7 @@ class SynthConfig:
     #: distinct augmented shapes per mask (0 = every cell its own): a mask with more cells re-uses
     #: them, each re-use turned by a random grid symmetry that leaves the augmentation law
     #: unchanged (see engine.py); bounds the cost of augmentation on large canvases
-    shapes_per_mask: int = 64
+    shapes_per_mask: int = 0
     #: shape-bank categories to draw exemplars from (COCO ids; 1 = RBC)
     categories: tuple[int, ...] = (1,)
 
@@ -89,7 +101,11 @@ class SynthConfig:
         check(math.isfinite(self.cell_size) and self.cell_size >= 2, f"cell_size = {self.cell_size} px must be >= 2")
         check(self.placement in ("adhesive", "uniform"), f"placement = {self.placement!r} must be 'adhesive' or 'uniform'")
         check(self.n_init >= 1, f"n_init = {self.n_init} must be >= 1")
+        check(self.kernel_inside in ("reverted", "constant"), f"kernel_inside = {self.kernel_inside!r} must be 'reverted' or 'constant'")
         check(0.0 <= self.kernel_inner <= 0.5, f"kernel_inner = {self.kernel_inner} must be in [0, 0.5] (the kernel is 0.5 at cell_size)")
+        check(0.25 <= self.kernel_scale <= 4.0, f"kernel_scale = {self.kernel_scale} must be in [0.25, 4]")
+        check(0.0 <= self.contact_prob <= 1.0, f"contact_prob = {self.contact_prob} must be a probability in [0, 1]")
+        check(0.0 <= self.contact_overlap <= 0.5, f"contact_overlap = {self.contact_overlap} must be in [0, 0.5] (a fraction of a cell's area)")
         check(2 <= self.colors <= min(len(PALETTE), 15), f"colors = {self.colors} must be in 2..{min(len(PALETTE), 15)}")
         check(1 <= self.max_tries <= 100_000, f"max_tries = {self.max_tries} must be in 1..100000")
         check(0.0 <= self.max_unplaced < 1.0, f"max_unplaced = {self.max_unplaced} must be in [0, 1)")

@@ -2,7 +2,7 @@
 
 :func:`synthesize` makes one synthetic instance mask from a shape bank and a
 :class:`~rbcray.synth.config.SynthConfig`. It is a pure function of (bank, config, seed, index):
-all randomness comes from ``np.random.default_rng([seed, index])``, so sample ``index`` is the same
+all randomness comes from ``rbcray.rng.sample_rng(seed, index, MASK)``, so sample ``index`` is the same
 bytes in any process, whatever the batch or actor count.
 
 Per mask: n ~ Norm(cells_mean, cells_std) (rounded, >= 0); per cell a random exemplar of the bank
@@ -39,7 +39,10 @@ import numpy as np
 
 from rbcray.data.formats import PALETTE
 from rbcray.errors import DataError
+from rbcray.rng import MASK, sample_rng
 from rbcray.synth.config import SynthConfig
+from rbcray.synth.contact import neighbour_bits, visible
+from rbcray.synth.contact import split as contact_split
 from rbcray.synth.placement import CandidateStream
 from rbcray.synth.shapes import ROTATIONS_90, Cell, ShapeBank, turn
 
@@ -138,7 +141,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
 
     ``_prefilter=False`` (tests only) turns off the shortcut rejections; the result is the same bytes.
     """
-    rng = np.random.default_rng([int(seed), int(index)])
+    rng = sample_rng(seed, index, MASK)  # rbcray.rng: the mask's own stream, independent of its style draws
     pool, pool_size = _bank_pool(bank, cfg.categories)
     W, H, K = cfg.width, cfg.height, cfg.colors
     n_req = draw_count(rng, cfg)
@@ -157,12 +160,20 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     turn_of = [0] * n_shapes + [turns[t] for t in rng.integers(0, len(turns), n_req - n_shapes).tolist()]
 
     ms = bank.max_radius(base * cfg.scale_max) + 2  # how far a cell reaches from its centre
-    stream = CandidateStream(rng, cfg.cell_size, cfg.kernel_inner, W, H, 0, 0, cfg.n_init, n_req)
+    contact = cfg.contact_prob > 0 and cfg.contact_overlap > 0  # (drawn only then: paper outputs unchanged)
+    sticky = (rng.random(n_req) < cfg.contact_prob).tolist() if contact else None
+    stream = CandidateStream(rng, cfg.cell_size * cfg.kernel_scale, cfg.kernel_inner, W, H, 0, 0, cfg.n_init, n_req,
+                             reverted=cfg.kernel_inside == "reverted")
     M = ms + stream.reach + 1  # canvas margin: no cell, draw or probe of a draw ever leaves it
     Wp = W + 2 * M
     stream.M, stream.row = M, Wp
     stream.uniform_only = cfg.placement == "uniform"
     col, inv = _workspace(H, W, M, ms, np.uint8 if K <= 8 else np.uint16)
+    # contact mode: who owns each pixel (visible only), the placed centres and current areas
+    ids = np.zeros(col.shape, np.int32) if contact else None
+    centres = np.zeros((n_req, 2)) if contact else None
+    areas = np.zeros(n_req, np.int64) if contact else None
+    x_lo, y_lo, x_hi, y_hi = M, M, M + W, M + H  # the visible canvas in the padded frame
     colflat, invflat = col.reshape(-1), inv.reshape(-1)  # views: candidates read them by flat index
     all_colors = (1 << K) - 1
     allowed = int(math.floor(cfg.max_unplaced * n_req))
@@ -193,11 +204,12 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
             if cell is None:
                 cell = turned[key] = turn(shapes[e], key[1])
         m, dil, ax, ay = cell[0], cell[1], cell[2], cell[3]
-        mb, dilb = m.view(bool), dil.view(bool)
+        dilb = dil.view(bool)
         h, w = m.shape
         shows_sure = cell.centre_in  # its centre pixel is cell, and the centre is on the canvas
         centre_in = _prefilter and shows_sure
         probe = None  # flat offsets of probe pixels from a candidate's centre (made when needed)
+        touchy = contact and sticky[i]  # may press against placed cells (no probe prefilter then)
         use_kernel = adhesive and placed >= n_init
         # Candidates: a few one at a time while places are easy to find, then vectorised batches
         # sized from the recent tries per cell. Either way they are i.i.d. draws tested in draw
@@ -240,7 +252,7 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                                 px, py = (pxy[1], pxy[0]) if d & 1 else pxy
                                 sx, sy = (-1 if d & 2 else 1), (-Wp if d & 4 else Wp)
                                 probe = probe_flat[key] = np.array([sy * v + sx * u for u, v in zip(px, py)], np.int64)
-                        if len(probe):
+                        if len(probe) and not touchy:
                             keep = keep[~colflat[F[keep][:, None] + probe].any(axis=1)]
                 else:
                     keep = (invflat[F] == 0).nonzero()[0] if use_kernel else np.arange(nb)
@@ -252,19 +264,44 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                 y0 -= ay
                 x0 -= ax
                 around = col[y0 - 1 : y0 + h + 1, x0 - 1 : x0 + w + 1]
+                cut = x0 < x_lo or y0 < y_lo or x0 + w > x_hi or y0 + h > y_hi
+                split = None
                 if min_max_loc(around, dil)[1] == 0:
                     free = all_colors  # nothing under the cell or next to it (the usual case)
                 else:
+                    # placed cells are painted on visible pixels only: overlaps and touching
+                    # neighbours are judged where the cell shows
                     if min_max_loc(col[y0 : y0 + h, x0 : x0 + w], m)[1] > 0:
-                        continue  # overlaps a placed cell
-                    free = all_colors & ~int(or_reduce(around[dilb]))
+                        if not touchy:
+                            continue  # overlaps a placed cell
+                        split = contact_split(col, ids, visible(m, x0, y0, M, W, H), x0, y0, f % Wp, f // Wp,
+                                              centres, areas, cfg.contact_overlap, M, W, H)
+                        if split is None:
+                            continue  # overlaps too deep
+                        free = all_colors & ~split.neighbour_bits
+                    elif cut:
+                        free = all_colors & ~neighbour_bits(col, visible(m, x0, y0, M, W, H), x0, y0)
+                    else:
+                        free = all_colors & ~int(or_reduce(around[dilb]))
                     if not free:
                         color_rejections += 1
                         continue  # its neighbours use every colour: re-sample the place (as in the paper)
                 if not shows_sure and not _shows(m, x0 - M, y0 - M, W, H):
                     continue  # entirely off the canvas
                 c = int(color_u[i] * K) if free == all_colors else _pick_bit(free, color_u[i])
-                copyto(col[y0 : y0 + h, x0 : x0 + w], 1 << c, where=mb)
+                if split is not None:
+                    pm = split.mask
+                    for j, k in split.losers.items():
+                        areas[j - 1] -= k
+                elif cut:
+                    pm = visible(m, x0, y0, M, W, H)
+                else:
+                    pm = m
+                copyto(col[y0 : y0 + h, x0 : x0 + w], 1 << c, where=pm.view(bool))
+                if contact:
+                    copyto(ids[y0 : y0 + h, x0 : x0 + w], placed + 1, where=pm.view(bool))
+                    centres[placed] = (f % Wp, f // Wp)
+                    areas[placed] = cv2.countNonZero(pm)
                 xs.append(x0 + ax - M)
                 ys.append(y0 + ay - M)
                 add_centre(f)
@@ -289,7 +326,11 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
                     "lower --cells-mean or --cell-size, enlarge the canvas, or raise --colors / max_tries"
                 )
     cells = _cell_table(xs, ys, src, colour, wins, cells_used, ex, angle, scale, flip_h, flip_v, entry, turn_of, bank, W, H)
-    inst = _paint_instances([c[0] for c in cells_used], wins, W, H)
+    if contact:  # cells changed by splits: the instance map is the id canvas; boxes and areas from it
+        inst = ids[M : M + H, M : M + W].astype(np.uint16)
+        _boxes_from_map(cells, inst)
+    else:
+        inst = _paint_instances([c[0] for c in cells_used], wins, W, H)
     colors = np.concatenate([[-1], np.asarray(colour, dtype=np.int64)])
     sample = MaskSample(int(seed), int(index), inst, colors, cells, n_req, unplaced, total_tries, color_rejections)
     sample._colbits = np.ascontiguousarray(col[M : M + H, M : M + W])
@@ -342,6 +383,21 @@ def _paint_instances(masks: list[np.ndarray], wins: list[tuple[int, int]], W: in
             ex, ey = min(w, W - x0), min(h, H - y0)
             copyto(inst[y0 + oy : y0 + ey, x0 + ox : x0 + ex], k + 1, where=m[oy:ey, ox:ex].view(bool))
     return inst
+
+
+def _boxes_from_map(cells: dict[str, np.ndarray], inst: np.ndarray) -> None:
+    """Set the visible boxes and areas of ``cells`` from the instance map (ids 1..n, every one present)."""
+    from scipy import ndimage
+
+    n = len(cells["id"])
+    if n == 0:
+        return
+    sl = ndimage.find_objects(inst.astype(np.int32), max_label=n)
+    cells["y0"] = np.array([s[0].start for s in sl], np.int64)
+    cells["y1"] = np.array([s[0].stop for s in sl], np.int64)
+    cells["x0"] = np.array([s[1].start for s in sl], np.int64)
+    cells["x1"] = np.array([s[1].stop for s in sl], np.int64)
+    cells["area"] = np.bincount(inst.ravel(), minlength=n + 1)[1:].astype(np.int64)
 
 
 def _shows(m: np.ndarray, x0: int, y0: int, W: int, H: int) -> bool:

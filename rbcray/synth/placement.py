@@ -6,14 +6,15 @@ centres l_1..l_n_init are uniform on the canvas. Cell i > n_init is placed by sa
     P(n_init + 1) = (1 / n_init) * sum_{j <= n_init} z(l_j)
     P(i)          = (1 - a_i) P(i - 1) + a_i z(l_{i-1}),   a_i = 1 / i,
 
-where z(l) is a 2-D Gaussian centred at l with sigma = cell_size / sqrt(2 ln 2) (its half width at
-half maximum is cell_size) whose values within cell_size of l are set low ("so occupied places are
-avoided"). A place whose cell would overlap a placed cell (or that leaves no free colour, see
+where z(l) is a 2-D Gaussian G centred at l with sigma = cell_size / sqrt(2 ln 2) (its half width at
+half maximum is cell_size) whose values within cell_size of l are "reverted" ("so occupied places
+are avoided"): either 1 - G there (the plain reading; continuous at the disc's edge) or a low
+constant (see :func:`inside`). A place whose cell would overlap a placed cell (or that leaves no free colour, see
 engine.py) is rejected and P(i) is sampled again, up to ``max_tries`` times.
 
 Definitions fixed here (the paper leaves them open): z is the Gaussian with peak 1 evaluated on
-the plane, ``inner`` = the value inside the disc |x - l| <= cell_size (0 by default; the Gaussian
-is 0.5 at the disc's edge), and sampling P means drawing a pixel with probability P(x) / sum P over
+the plane, inside the disc |x - l| <= cell_size either 1 - G (``reverted``) or the constant ``inner``
+(the Gaussian is 0.5 at the disc's edge), and sampling P means drawing a pixel with probability P(x) / sum P over
 the canvas. :func:`probability_map` computes exactly that map; ``benchmarks/literal_eq3.py``
 recomputes it at full resolution for every cell and draws from it (the reference).
 
@@ -76,14 +77,25 @@ def kernel_sigma(cell_size: float) -> float:
     return cell_size / math.sqrt(2.0 * LN2)
 
 
-def kernel_map(cx: float, cy: float, width: int, height: int, cell_size: float, inner: float = 0.0) -> np.ndarray:
-    """z(l) on the pixel grid (float64, H x W): peak-1 Gaussian, ``inner`` within cell_size of l."""
+def kernel_map(cx: float, cy: float, width: int, height: int, cell_size: float, inner: float = 0.0, reverted: bool = False) -> np.ndarray:
+    """z(l) on the pixel grid (float64, H x W): peak-1 Gaussian G, and within cell_size of l either
+    the constant ``inner`` or, when ``reverted``, 1 - G (see :func:`inside`)."""
     s2 = 2.0 * kernel_sigma(cell_size) ** 2
     dx2 = (np.arange(width, dtype=np.float64) - cx) ** 2
     dy2 = (np.arange(height, dtype=np.float64) - cy) ** 2
     d2 = dy2[:, None] + dx2[None, :]
-    z = np.exp(-d2 / s2)
-    z[d2 <= cell_size * cell_size] = inner
+    return inside(np.exp(-d2 / s2), d2 <= cell_size * cell_size, inner, reverted)
+
+
+def inside(z: np.ndarray, disc: np.ndarray, inner: float, reverted: bool) -> np.ndarray:
+    """Set the kernel's values within its disc: the constant ``inner``, or ``1 - z`` ("reverted").
+
+    The paper says the Gaussian's values within cell_size are "reverted". Two readings: a low
+    constant (``inner``, 0 by default: nothing is ever proposed there), or the plain one, 1 - G:
+    0 at the centre, rising to 0.5 at the disc's edge where the Gaussian outside is 0.5 too, so the
+    kernel is continuous (a ring peaking at cell_size) and proposals near a cell are only damped.
+    """
+    z[disc] = 1.0 - z[disc] if reverted else inner
     return z
 
 
@@ -98,7 +110,8 @@ def mixture_weights(n_placed: int, n_init: int) -> np.ndarray:
 
 
 def probability_map(
-    centres: np.ndarray, width: int, height: int, cell_size: float, n_init: int, inner: float = 0.0, normalise: bool = True
+    centres: np.ndarray, width: int, height: int, cell_size: float, n_init: int, inner: float = 0.0, normalise: bool = True,
+    reverted: bool = False,
 ) -> np.ndarray:
     """The literal map P(k + 1) of Eq. 3 after the k placed ``centres`` (k >= n_init), by the recursion.
 
@@ -111,12 +124,12 @@ def probability_map(
         raise ValueError(f"P needs at least n_init = {n_init} placed centres, got {k}")
     p = np.zeros((height, width))
     for j in range(n_init):
-        p += kernel_map(centres[j, 0], centres[j, 1], width, height, cell_size, inner)
+        p += kernel_map(centres[j, 0], centres[j, 1], width, height, cell_size, inner, reverted)
     p /= n_init
     for i in range(n_init + 2, k + 2):  # P(i) from P(i-1) and z(l_{i-1}); l is 1-indexed
         a = 1.0 / i
         p *= 1.0 - a
-        p += a * kernel_map(centres[i - 2, 0], centres[i - 2, 1], width, height, cell_size, inner)
+        p += a * kernel_map(centres[i - 2, 0], centres[i - 2, 1], width, height, cell_size, inner, reverted)
     if normalise:
         s = p.sum()
         if s > 0:
@@ -141,17 +154,17 @@ def _alias(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(prob), np.asarray(alias, dtype=np.int64)
 
 
-_OFFSETS: dict[tuple[float, float], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+_OFFSETS: dict[tuple[float, float, bool], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
-def kernel_offsets(cell_size: float, inner: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def kernel_offsets(cell_size: float, inner: float = 0.0, reverted: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, threshold, alias): the one-kernel offset law on the lattice, first octant, as an alias table.
 
     Offsets (a, b) with 0 <= b <= a, weighted by z(a, b) times the number of distinct lattice
     points among (+-a, +-b), (+-b, +-a); points farther than the radius where z's remaining mass
-    falls below 1e-10 are left out. Cached per (cell_size, inner).
+    falls below 1e-10 are left out. Cached per (cell_size, inner, reverted).
     """
-    key = (float(cell_size), float(inner))
+    key = (float(cell_size), float(inner), bool(reverted))
     if key not in _OFFSETS:
         sigma = kernel_sigma(cell_size)
         r_max = int(math.ceil(math.sqrt(2.0 * sigma * sigma * math.log(2e10)))) + 1
@@ -159,8 +172,7 @@ def kernel_offsets(cell_size: float, inner: float = 0.0) -> tuple[np.ndarray, np
         keep = (bb <= aa) & (aa * aa + bb * bb <= r_max * r_max)
         a, b = aa[keep].astype(np.int64), bb[keep].astype(np.int64)
         d2 = (a * a + b * b).astype(np.float64)
-        z = np.exp(-d2 / (2.0 * sigma * sigma))
-        z[d2 <= cell_size * cell_size] = inner
+        z = inside(np.exp(-d2 / (2.0 * sigma * sigma)), d2 <= cell_size * cell_size, inner, reverted)
         mult = np.where((a == 0) & (b == 0), 1, np.where((b == 0) | (a == b), 4, 8))
         w = z * mult
         live = w > 0
@@ -188,11 +200,11 @@ class CandidateStream:
     """
 
     def __init__(self, rng: np.random.Generator, cell_size: float, inner: float, width: int, height: int,
-                 margin: int, row: int, n_init: int, capacity: int, chunk: int = 4096) -> None:
+                 margin: int, row: int, n_init: int, capacity: int, chunk: int = 4096, reverted: bool = False) -> None:
         self.rng = rng
         self.chunk = chunk
         self.pos = chunk
-        self.table = kernel_offsets(cell_size, inner)
+        self.table = kernel_offsets(cell_size, inner, reverted)
         self.W, self.H, self.M, self.row, self.n_init = width, height, margin, row, n_init
         self.tickets = np.zeros(max(1, n_init * (capacity + 1)), np.int64)
         self.n_tickets = 0

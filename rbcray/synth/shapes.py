@@ -1,13 +1,23 @@
 """Shape bank (paper Sec. 4.1): real cell shapes cut from instance masks, stored in Parquet.
 
-``rbcray shapes DATASET_DIR --out shapes.parquet`` keeps every cell of a dataset folder that is not
-cut by the image border, as a tight binary crop. Cells whose solidity (area / convex-hull area)
-is below ``min_solidity`` (default 0.85) are left out: the paper's bank came from hand-drawn masks,
-while derived masks (``rbcray annotate``) contain a few segmentation errors — slivers of split
-clumps, pieces of a pointer line — that would otherwise be stamped into every synthetic mask.
-RBCs, teardrops and elliptocytes included, are nearly convex (median solidity ~0.99 on Chula);
-``--min-solidity 0`` keeps everything. The file is plain Parquet, readable without
-rbcray (pyarrow, pandas, DuckDB); one row per cell:
+``rbcray shapes DATASET_DIR --out shapes.parquet`` keeps the *clean* cells of a dataset folder, as
+tight binary crops. The paper's bank came from hand-drawn masks; derived masks (``rbcray
+annotate``) also hold pieces of clumps cut by the watershed (wedges, polygons) and of pointer lines
+(hooks), which would otherwise be stamped into every synthetic mask. A cell is kept when it is,
+in this order (each rule's drop count is the bank's filter report, ``meta["filter"]``):
+
+1. ``border``: whole — not cut by the image border;
+2. ``small``: at least ``min_area`` pixels;
+3. ``touching``: isolated — no other cell 8-connected to it (a cell of a split clump has a cut
+   side); ``isolated=False`` keeps touching cells;
+4. ``irregular``: solidity (area / convex-hull area) at least ``min_solidity`` (0.9);
+5. ``elongated``: perimeter² / area at most ``max_roundness`` (18: a 2.8:1 ellipse; a disc is
+   4π ≈ 12.6), which drops hooks and ragged outlines while keeping elliptocytes;
+6. ``size``: area within ``size_range`` (0.4, 2.5) times the median area of the cells kept so far
+   (fragments and merged pairs).
+
+``min_solidity=0, isolated=False, max_roundness=inf, size_range=None`` keeps every whole cell.
+The file is plain Parquet, readable without rbcray (pyarrow, pandas, DuckDB); one row per cell:
 
 =============  ==========  ===========================================================
 column         type        meaning
@@ -22,8 +32,10 @@ area           int32       cell pixels
 mask_png       binary      the crop as an 8-bit greyscale PNG, 255 = cell, 0 = not
 =============  ==========  ===========================================================
 
-The file's key-value metadata ``rbcray.shape_bank`` holds a JSON provenance record (source
-folder, counts, mean size, rbcray version, creation time).
+The file's key-value metadata ``rbcray.shape_bank`` holds a JSON record (source folder, counts,
+mean size, rbcray version, creation time) and ``rbcray_provenance`` the exact image stems the
+bank was cut from (and the split role, ``all`` without a split file; see
+:mod:`rbcray.data.provenance`).
 
 :class:`ShapeBank` loads such a file once (decoding every crop) and :meth:`ShapeBank.augment`
 makes one augmented cell: rotation about the cell's centroid by any angle, scaling and flips, in
@@ -35,7 +47,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -44,6 +56,9 @@ from rbcray import __version__
 from rbcray.data.dataset import Dataset, utc_now
 from rbcray.errors import DataError
 from rbcray.io import atomic_write_bytes, decode_png, encode_png
+
+if TYPE_CHECKING:
+    from rbcray.data.splits import Splits
 
 META_KEY = b"rbcray.shape_bank"
 COLUMNS = ("exemplar_id", "source", "stem", "instance_id", "category", "height", "width", "area", "mask_png")
@@ -62,52 +77,100 @@ def solidity(crop: np.ndarray) -> float:
     return float(min(1.0, m.sum() / hull_area))
 
 
-def extract_shapes(ds: Dataset, min_area: int = 1, min_solidity: float = 0.85) -> dict[str, list]:
-    """Columns of the shape bank for every whole (not border-cut), solid enough cell of a dataset folder."""
-    from scipy import ndimage
+#: the filter rules, in the order they are applied (see the module docstring)
+RULES = ("border", "small", "touching", "irregular", "elongated", "size")
 
-    cols: dict[str, list] = {k: [] for k in COLUMNS}
+
+def extract_shapes(ds: Dataset, min_area: int = 1, min_solidity: float = 0.9, *, isolated: bool = True,
+                   max_roundness: float = 18.0, size_range: tuple[float, float] | None = (0.4, 2.5),
+                   report: dict[str, int] | None = None) -> dict[str, list]:
+    """Columns of the shape bank for the clean cells of a dataset folder (rules: module docstring).
+
+    ``report``, when given, receives the number of cells each rule dropped (and ``seen``, ``kept``).
+    """
+    from rbcray.synth.shape_stats import cell_crops, features
+
+    drops = dict.fromkeys(RULES, 0)
+    rows = []
+    seen = 0
     for rec in ds.samples:
         stem = rec["stem"]
         inst = ds.load_instances(stem)
         cats = ds.load_categories(stem)
-        h, w = inst.shape
-        slices = ndimage.find_objects(inst.astype(np.int32))
-        for k, sl in enumerate(slices):
-            if sl is None:
-                continue
-            cid = k + 1
-            sy, sx = sl
-            if sy.start == 0 or sx.start == 0 or sy.stop == h or sx.stop == w:
-                continue  # cut by the border: not a whole cell shape
-            crop = inst[sl] == cid
+        for cid, crop, whole, alone in cell_crops(inst, whole=False, isolated=False):
+            seen += 1
             area = int(crop.sum())
-            if area < min_area or (min_solidity > 0 and solidity(crop) < min_solidity):
+            rule = None
+            if not whole:
+                rule = "border"  # cut by the border: not a whole cell shape
+            elif area < min_area:
+                rule = "small"
+            elif isolated and not alone:
+                rule = "touching"
+            else:
+                _, rnd, _, sol = features(crop) if (min_solidity > 0 or math.isfinite(max_roundness)) else (0, 0.0, 0, 1.0)
+                if min_solidity > 0 and sol < min_solidity:
+                    rule = "irregular"
+                elif rnd > max_roundness:
+                    rule = "elongated"
+            if rule:
+                drops[rule] += 1
                 continue
-            cols["exemplar_id"].append(len(cols["exemplar_id"]))
-            cols["source"].append(ds.name)
-            cols["stem"].append(stem)
-            cols["instance_id"].append(cid)
-            cols["category"].append(int(cats.get(cid, 1)))
-            cols["height"].append(crop.shape[0])
-            cols["width"].append(crop.shape[1])
-            cols["area"].append(area)
-            cols["mask_png"].append(encode_png(crop.astype(np.uint8) * 255, compression=9))
+            rows.append((stem, cid, int(cats.get(cid, 1)), crop, area))
+    if size_range is not None and rows:
+        med = float(np.median([r[4] for r in rows]))
+        lo, hi = size_range[0] * med, size_range[1] * med
+        keep = [r for r in rows if lo <= r[4] <= hi]
+        drops["size"] = len(rows) - len(keep)
+        rows = keep
+    cols: dict[str, list] = {k: [] for k in COLUMNS}
+    for stem, cid, cat, crop, area in rows:
+        cols["exemplar_id"].append(len(cols["exemplar_id"]))
+        cols["source"].append(ds.name)
+        cols["stem"].append(stem)
+        cols["instance_id"].append(cid)
+        cols["category"].append(cat)
+        cols["height"].append(crop.shape[0])
+        cols["width"].append(crop.shape[1])
+        cols["area"].append(area)
+        cols["mask_png"].append(encode_png(crop.astype(np.uint8) * 255, compression=9))
+    if report is not None:
+        report.update(seen=seen, **drops, kept=len(rows))
     return cols
 
 
-def build_shape_bank(dataset_dir: str | Path, out: str | Path, min_area: int = 1, min_solidity: float = 0.85) -> dict[str, Any]:
-    """Write the shape bank Parquet of a dataset folder (atomically); returns its provenance record."""
+def build_shape_bank(
+    dataset_dir: str | Path, out: str | Path, min_area: int = 1, min_solidity: float = 0.9, *,
+    isolated: bool = True, max_roundness: float = 18.0, size_range: tuple[float, float] | None = (0.4, 2.5),
+    splits: Splits | None = None, role: str | None = None,
+) -> dict[str, Any]:
+    """Write the shape bank Parquet of a dataset folder (atomically); returns its metadata, whose
+    ``filter`` holds the rules' settings and how many cells each dropped.
+
+    With ``splits`` and ``role`` only that role's images are cut into shapes; the record of the
+    images used (:func:`rbcray.data.provenance.provenance_record`, ``split: all`` without a split
+    file) is in the metadata under ``provenance`` and in the Parquet key ``rbcray_provenance``.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ds = Dataset.open(dataset_dir)
+    from rbcray.data.provenance import PARQUET_KEY, select_dataset
+
+    ds, prov = select_dataset(Dataset.open(dataset_dir), splits, role)
     if not 0.0 <= min_solidity <= 1.0:
         raise DataError(f"min_solidity = {min_solidity} must be in [0, 1]")
-    cols = extract_shapes(ds, min_area, min_solidity)
+    if not max_roundness > 0:
+        raise DataError(f"max_roundness = {max_roundness} must be > 0")
+    if size_range is not None and not 0 <= size_range[0] < size_range[1]:
+        raise DataError(f"size_range = {size_range} must be (low, high) with 0 <= low < high")
+    report: dict[str, int] = {}
+    cols = extract_shapes(ds, min_area, min_solidity, isolated=isolated, max_roundness=max_roundness,
+                          size_range=size_range, report=report)
     n = len(cols["exemplar_id"])
     if n == 0:
-        raise DataError(f"{dataset_dir}: no whole cells (every cell is cut by the border, or the masks are empty); the shape bank would be empty")
+        raise DataError(
+            f"{dataset_dir}: no clean cells (of {report['seen']} cells, dropped: "
+            + ", ".join(f"{k} {report[k]}" for k in RULES) + "); the shape bank would be empty")
     hs, ws = np.array(cols["height"]), np.array(cols["width"])
     cats, counts = np.unique(np.array(cols["category"]), return_counts=True)
     meta = {
@@ -118,10 +181,17 @@ def build_shape_bank(dataset_dir: str | Path, out: str | Path, min_area: int = 1
         "n_images": len(ds),
         "n_shapes": n,
         "min_solidity": min_solidity,
+        "filter": {
+            "rules": {"min_area": min_area, "isolated": isolated, "min_solidity": min_solidity,
+                      "max_roundness": max_roundness if math.isfinite(max_roundness) else None,
+                      "size_range": list(size_range) if size_range is not None else None},
+            "dropped": {k: report[k] for k in RULES}, "seen": report["seen"], "kept": report["kept"],
+        },
         "per_category": {str(int(c)): int(k) for c, k in zip(cats, counts)},
         "mean_size": float(np.mean((hs + ws) / 2)),
         "created": utc_now(),
         "rbcray_version": __version__,
+        "provenance": prov,
     }
     schema = pa.schema(
         [
@@ -129,7 +199,7 @@ def build_shape_bank(dataset_dir: str | Path, out: str | Path, min_area: int = 1
             ("instance_id", pa.int32()), ("category", pa.int16()), ("height", pa.int32()),
             ("width", pa.int32()), ("area", pa.int32()), ("mask_png", pa.binary()),
         ],
-        metadata={META_KEY: json.dumps(meta).encode()},
+        metadata={META_KEY: json.dumps(meta).encode(), PARQUET_KEY: json.dumps(prov).encode()},
     )
     table = pa.Table.from_pydict(cols, schema=schema)
     sink = pa.BufferOutputStream()
@@ -169,7 +239,10 @@ class ShapeBank:
         self.meta = meta
         self.sha256: str | None = None
         self.crops = crops  # uint8 0/255, tight
-        self._src = [(c > 0).astype(np.uint8) for c in crops]  # 0/1: bilinear warp rounds at one half
+        # per exemplar, made on first use (a large bank loads in a fraction of the time): the signed
+        # distance field that augment warps, and the probe points (see probes_of)
+        self._src: list[np.ndarray | None] = [None] * len(crops)
+        self._probes: list[np.ndarray | None] = [None] * len(crops)
         self.category = np.asarray(category, dtype=np.int64)
         self.exemplar_id = np.asarray(exemplar_id, dtype=np.int64)
         self.heights = np.array([c.shape[0] for c in crops], dtype=np.float64)
@@ -185,7 +258,7 @@ class ShapeBank:
         self.radius = far
         # probe points: PROBES points of each cell's outline, pulled 2 px towards the centroid,
         # relative to the centroid (see augment: they are mapped like the cell, then checked)
-        self.probes = [_probe_points(c, x, y) for c, x, y in zip(crops, self.cx, self.cy)]
+        # (made on first use, in probes_of)
         self.mean_size = float(np.mean((self.heights + self.widths) / 2))
         # Python lists for the per-cell hot path (indexing a list is ~10x cheaper than an array)
         self._cx, self._cy = self.cx.tolist(), self.cy.tolist()
@@ -252,6 +325,8 @@ class ShapeBank:
     def augment(self, k: int, angle: float, scale: float, flip_h: bool, flip_v: bool) -> Cell:
         """Exemplar ``k`` rotated by ``angle`` degrees about its centroid, scaled, flipped."""
         src = self._src[k]
+        if src is None:
+            src = self._src[k] = _signed_distance(self.crops[k] > 0)
         cx, cy = self._cx[k], self._cy[k]
         t = math.radians(angle)
         c, s = math.cos(t) * scale, math.sin(t) * scale
@@ -273,8 +348,11 @@ class ShapeBank:
         wo = int(math.ceil(ccx + hw_x)) + ox + 2
         ho = int(math.ceil(ccy + hw_y)) + oy + 2
         m = np.array([[a00, a01, ox - a00 * cx - a01 * cy], [a10, a11, oy - a10 * cx - a11 * cy]])
-        # bilinear on a 0/1 crop, rounded: 1 where the interpolated value is at least one half
-        b = cv2.warpAffine(src, m, (wo, ho), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        # the (lightly smoothed) signed distance to the outline, interpolated bilinearly: cell where
+        # it is > 0. A warped 0/1 crop rounded at one half gives ragged outlines at small angles
+        # (perimeter^2 / area of augmented cells KS 0.6 from real ones; 0.08 this way, docs/masks.md)
+        sd = cv2.warpAffine(src, m, (wo, ho), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+        b = (sd > 0).view(np.uint8)
         x, y, w, h = cv2.boundingRect(b)
         if w == 0:  # scaled below a pixel: keep the centroid pixel
             b[oy, ox] = 1
@@ -292,7 +370,10 @@ class ShapeBank:
         really is cell: if any of them is occupied at a candidate place, the cell overlaps there
         (an exact, cheap rejection used before the full shape test).
         """
-        p = self.probes[cell.k]
+        p = self._probes[cell.k]
+        if p is None:
+            k = cell.k
+            p = self._probes[k] = _probe_points(self.crops[k], self.cx[k], self.cy[k])
         a00, a01, a10, a11 = cell.a
         mask = cell.mask
         h, w = mask.shape
@@ -357,6 +438,17 @@ def turn_offsets(px: np.ndarray, py: np.ndarray, d: int) -> tuple[np.ndarray, np
 
 
 _K3 = np.ones((3, 3), np.uint8)
+
+
+def _signed_distance(m: np.ndarray) -> np.ndarray:
+    """float32 signed distance of a binary crop's pixel centres to its outline (pixel edges,
+    > 0 inside), smoothed by a Gaussian of 1 px so that the outline's pixel staircase does not
+    survive rotation."""
+    p = np.pad(m.astype(np.uint8), 2)
+    d_in = cv2.distanceTransform(p, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    d_out = cv2.distanceTransform(1 - p, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    sd = cv2.GaussianBlur(np.where(p > 0, d_in - 0.5, 0.5 - d_out).astype(np.float32), (0, 0), 1.0)
+    return np.ascontiguousarray(sd[2:-2, 2:-2])
 
 
 PROBES = 12

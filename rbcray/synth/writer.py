@@ -48,15 +48,25 @@ def write_masks(
     overwrite: bool = False,
     provenance: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    stats_provenance: dict[str, Any] | None = None,
+    params_provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Synthesize samples ``start .. start + num - 1`` into a dataset folder; returns a summary."""
+    """Synthesize samples ``start .. start + num - 1`` into a dataset folder; returns a summary.
+
+    ``provenance`` adds entries to the saved config (e.g. the statistics file's path);
+    ``dataset.json``'s ``provenance`` holds the image records of the shape bank and of the
+    statistics (``stats_provenance``, the ``provenance`` of the stats JSON) and, for calibrated
+    placement, of the images calibration was fitted on (``params_provenance``).
+    """
     import pyarrow.parquet as pq
 
     config = {"synth": cfg.to_dict(), "seed": int(seed), "start": int(start), "num": int(num)}
     config.update(provenance or {})
     made: list[tuple[str, MaskSample]] = []
     with DatasetWriter(out, name=f"synthetic-masks-{cfg.placement}", kind="synthetic-masks", config=config,
-                       source={"shapes": bank.path, "shapes_sha256": bank.sha256}, overwrite=overwrite) as w:
+                       source={"shapes": bank.path, "shapes_sha256": bank.sha256}, overwrite=overwrite,
+                       provenance={"shapes": bank.meta.get("provenance"), "stats": stats_provenance,
+                                   **({"params": params_provenance} if params_provenance else {})}) as w:
         for k in range(num):
             i = start + k
             s = synthesize(bank, cfg, seed, i)

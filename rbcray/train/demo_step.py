@@ -1,10 +1,11 @@
-"""Demo step ``train``: pix2pixHD (Bailo et al. 2019, Sec. 4.2) on the demo's annotated Chula subset.
+"""Demo step ``train``: pix2pixHD on the train split of the demo's annotated Chula subset.
 
-Trains the packaged ``demo`` config (both stages, 128x128 crops, a few minutes on a 2-core CPU)
-with Ray Train (one worker using every local CPU), then renders what the model makes: the last
-epoch's sample grid (mask | real | generated), a styles grid (one mask in every style cluster,
-the paper's Fig. 6) and whole masks translated with seeded random styles. The run folder
-``train/run`` is what ``rbcray generate --checkpoint`` reads.
+Trains the packaged ``demo`` config (pix2pixHD's global+local recipe, both stages, 128x128 crops,
+a few minutes on a 2-core CPU) with Ray Train (one worker using every local CPU) on the train
+role of ``split/splits.json`` only, then renders what the model makes: the last epoch's sample
+grid (mask | real | generated), a styles grid (one mask in every style cluster, the paper's
+Fig. 6) and held-out (test-split) masks translated with seeded random styles beside their real
+images. The run folder ``train/run`` is what ``rbcray generate --checkpoint`` reads.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def train_step(ctx: DemoContext) -> dict[str, Any]:
 
     from rbcray.cli.train_cmds import resolve_config
     from rbcray.data.dataset import Dataset
+    from rbcray.data.demo_steps import splits_json
+    from rbcray.data.splits import load_splits
     from rbcray.distributed.runtime import init_ray
     from rbcray.distributed.train import train_distributed
     from rbcray.io import read_image, write_png
@@ -45,7 +48,9 @@ def train_step(ctx: DemoContext) -> dict[str, Any]:
         init_ray(object_store_memory=500_000_000)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     t0 = time.perf_counter()
-    train_distributed(cfg, data, str(run), workers=1, use_gpu=False, cpus_per_worker=cpus, max_failures=1, log=ctx.log)
+    splits = load_splits(splits_json(ctx))
+    train_distributed(cfg, data, str(run), workers=1, use_gpu=False, cpus_per_worker=cpus, max_failures=1, log=ctx.log,
+                      splits=splits, role="train")
     seconds = time.perf_counter() - t0
     state = load_state(latest_checkpoint(str(run)))
     history = json.loads(state["history"])
@@ -55,7 +60,7 @@ def train_step(ctx: DemoContext) -> dict[str, Any]:
 
     ds = Dataset.open(data)
     tr = Pix2PixHDTranslator.load(str(run), device="cpu")
-    stems = ds.stems[:2]
+    stems = list(splits.stems("test")[:2])  # masks the model never saw
     masks = [ds.load_instances(s) for s in stems]
     cats = [ds.load_categories(s) for s in stems]
     write_png(d / "styles.png", styles_grid(tr, masks[0], cats[0]))
@@ -69,6 +74,7 @@ def train_step(ctx: DemoContext) -> dict[str, Any]:
     return {
         "checkpoint": str(run),
         "epochs": last["epoch"],
+        "trained_on": f"{len(splits.stems('train'))} train-split images",
         "train_seconds": round(seconds, 1),
         "last_epoch_img_s": round(last["img_s"], 1),
         "last_L1": round(last["L1"], 4),

@@ -1,10 +1,19 @@
 """Training pix2pixHD on rbcray dataset folders: config and the plain (no Ray) training loop.
 
-Follows Wang et al. 2018 (Sec. 3.2) as used by Bailo et al. 2019 (Sec. 4.2, 5.1): stage 1
-trains the global generator G1, the discriminators D and the encoder E at half resolution;
-stage 2 wraps G1 in the local enhancer G2 at full resolution, with G1 frozen for
-``freeze_global_epochs`` epochs and then trained jointly. Adam (lr 2e-4, beta1 0.5), constant
-then linearly decaying learning rate in each stage.
+Two recipes (``model.generator``; see :mod:`rbcray.models.pix2pixhd.model`). Stage 1 always
+trains the global generator, the discriminators D and the encoder E at half resolution. Then:
+
+- ``global`` — Bailo et al. 2019 (Sec. 4.2, 5.1), the ``paper`` config: stage 2 trains the
+  same global G, D and E at full resolution (no local enhancer);
+- ``global+local`` — pix2pixHD (Wang et al. 2018, Sec. 3.2), the ``demo`` config: stage 2 wraps
+  G1 in the local enhancer G2 at full resolution, with G1 frozen for ``freeze_global_epochs``
+  epochs and then trained jointly.
+
+Adam (lr 2e-4, beta1 0.5), constant then linearly decaying learning rate in each stage; each
+stage starts its own Adam state. Networks are initialised as the NVIDIA reference does, its VGG19
+perceptual loss sees images in [-1, 1] as the reference feeds them (no ImageNet normalisation
+unless ``vgg_imagenet_norm``), and style clusters are drawn uniformly per class at generation
+(``style_sampling``), as the reference's ``sample_features`` does.
 
 :func:`train` is the single-process loop (what the benchmark compares Ray Train against);
 :mod:`rbcray.distributed.train` runs the same :class:`~rbcray.train.pix2pixhd_loop.Trainer` on
@@ -19,11 +28,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rbcray import storage
 from rbcray.config import check, to_dict
 from rbcray.models.pix2pixhd.model import Pix2PixHDConfig
+
+if TYPE_CHECKING:
+    from rbcray.data.splits import Splits
 
 
 @dataclass(frozen=True)
@@ -56,8 +68,14 @@ class Pix2PixHDTrainConfig:
     vgg_loss: bool = True
     #: torchvision VGG19 weights file; None looks in the torch hub cache
     vgg_weights: str | None = None
+    #: false: VGG19 sees images in [-1, 1] as NVIDIA's pix2pixHD feeds it (its VGGLoss applies no
+    #: normalisation); true: mapped to [0, 1] and normalised with ImageNet's mean and std
+    vgg_imagenet_norm: bool = False
     #: K-means clusters per class for style control
     style_clusters: int = 10
+    #: how generation draws a region's style cluster: ``uniform`` over the class's clusters (the
+    #: reference's ``sample_features``) or ``proportional`` to the clusters' training sizes
+    style_sampling: Literal["uniform", "proportional"] = "uniform"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True  # autocast to bfloat16 on GPU (ignored on CPU)
@@ -87,7 +105,7 @@ class Pix2PixHDTrainConfig:
 
     @property
     def total_stage2(self) -> int:
-        return self.stage2_epochs if self.model.n_local_enhancers else 0
+        return self.stage2_epochs if self.model.stages == 2 else 0
 
     @property
     def total_epochs(self) -> int:
@@ -154,14 +172,18 @@ def train(
     log: Callable[[str], None] = print,
     on_epoch: EpochHook | None = None,
     export: bool = True,
+    splits: Splits | None = None,
+    role: str | None = None,
 ) -> dict[str, Any]:
     """Train in this process (no Ray), resuming from ``out``'s latest checkpoint; returns a summary.
 
+    With ``splits`` and ``role`` (e.g. ``"train"``) only that role's images are used; either way
+    the images used are recorded as ``provenance`` in every checkpoint and in ``model.json``.
     The loop is the family-neutral :func:`rbcray.train.runner.train` (pix2pixHD's Trainer and export).
     """
     from rbcray.train.runner import train as run
 
-    return run(cfg, data, out, log=log, on_epoch=on_epoch, export=export)
+    return run(cfg, data, out, log=log, on_epoch=on_epoch, export=export, splits=splits, role=role)
 
 
 def _upload_dir(local: Path, uri: str) -> None:

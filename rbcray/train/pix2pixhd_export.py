@@ -130,7 +130,7 @@ def export_model(trainer: Trainer, out: str, log: Callable[[str], None] = print,
     if trainer.stats is None:
         from rbcray.train.pix2pixhd_loop import dataset_summary
 
-        trainer.stats = dataset_summary(trainer.ds)
+        trainer.stats = dataset_summary(trainer.ds, trainer.provenance)
     stats = trainer.stats
     files["stats.json"] = (json.dumps(stats, indent=2) + "\n").encode()
     meta: dict[str, Any] = {
@@ -139,6 +139,7 @@ def export_model(trainer: Trainer, out: str, log: Callable[[str], None] = print,
         "stage": trainer.model.stage,
         "style_clusters": cfg.style_clusters if "styles.npz" in files else 0,
         "resumed_at_epochs": trainer.resumes,
+        "provenance": trainer.provenance,
         "history": trainer.history,
     }
     uri = write_model(out, files, meta)

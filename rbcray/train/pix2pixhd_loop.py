@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from rbcray.config import from_dict
 from rbcray.data.dataset import Dataset
+from rbcray.data.provenance import provenance_record
 from rbcray.errors import DataError
 from rbcray.models.pix2pixhd.checkpoint import MODEL_FORMAT
 from rbcray.models.pix2pixhd.inference import pick_device
@@ -49,12 +50,12 @@ def open_dataset(data: str | Path) -> Dataset:
     return ds
 
 
-def dataset_summary(ds: Dataset) -> dict[str, Any]:
+def dataset_summary(ds: Dataset, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dataset statistics saved with every checkpoint (rbcray.data.stats, else a minimal record)."""
     try:
         from rbcray.data.stats import dataset_stats
 
-        st = dataset_stats(ds)
+        st = dataset_stats(ds, provenance=provenance)
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - statistics are provenance, never a reason to stop training
@@ -65,9 +66,14 @@ def dataset_summary(ds: Dataset) -> dict[str, Any]:
 class Trainer:
     """pix2pixHD training state on one worker (rank ``rank`` of ``world_size``)."""
 
-    def __init__(self, cfg: Pix2PixHDTrainConfig, ds: Dataset, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, cfg: Pix2PixHDTrainConfig, ds: Dataset, device: str | torch.device | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.ds = ds
+        #: the images this model learns from (rbcray.data.provenance), saved in checkpoints and model.json
+        self.provenance = provenance or provenance_record(ds.name, ds.stems, root=str(ds.root.resolve()))
         self.device = pick_device(device if device is not None else cfg.device)
         self.distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.rank = dist.get_rank() if self.distributed else 0
@@ -78,7 +84,7 @@ class Trainer:
         self.D = build_discriminator(cfg.model).to(self.device)
         self.vgg = None
         if cfg.vgg_loss and cfg.lambda_vgg > 0:
-            self.vgg = VGGLoss(resolve_vgg_weights(cfg.vgg_weights)).to(self.device)
+            self.vgg = VGGLoss(resolve_vgg_weights(cfg.vgg_weights), imagenet_norm=cfg.vgg_imagenet_norm).to(self.device)
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
         self.resumes: list[int] = []  # epochs at which training was resumed from a checkpoint
@@ -95,7 +101,7 @@ class Trainer:
 
     def crop_spec(self, stage: int) -> CropSpec:
         c = self.cfg
-        if stage == 2 or not c.model.n_local_enhancers:
+        if stage == 2 or c.model.stages == 1:
             return CropSpec(c.load_size, c.crop_size, None, c.flip)
         size = c.stage1_size
         if size is None:
@@ -114,7 +120,8 @@ class Trainer:
             self.model.to_stage2()
             self.model.to(self.device)
             self._new_optimizers()  # stage 2 starts its own Adam state and lr schedule (pix2pixHD)
-        frozen = stage == 2 and epoch - c.stage1_epochs < c.freeze_global_epochs
+        # only the local enhancer's first epochs freeze G1; the global recipe trains G throughout
+        frozen = stage == 2 and c.model.generator == "global+local" and epoch - c.stage1_epochs < c.freeze_global_epochs
         for p in self.model.global_generator.parameters():
             p.requires_grad_(not frozen)
         if self._trainable != (stage, frozen):
@@ -259,7 +266,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs; only tensors, numbers and strings (loads with weights_only)."""
         if self.stats is None:
-            self.stats = dataset_summary(self.ds)
+            self.stats = dataset_summary(self.ds, self.provenance)
         return {
             "format": MODEL_FORMAT + "-state",
             "epoch": self.epoch,
@@ -273,6 +280,7 @@ class Trainer:
             "stats": json.dumps(self.stats),
             "history": json.dumps(self.history),
             "resumes": json.dumps(self.resumes),
+            "provenance": json.dumps(self.provenance),
         }
 
     def load_state_dict(self, state: dict[str, Any], name: str = "checkpoint") -> None:
@@ -280,6 +288,14 @@ class Trainer:
         saved = from_dict(Pix2PixHDTrainConfig, json.loads(state["config"]), where=f"{name} config")
         if saved.model != self.cfg.model:
             raise DataError(f"{name}: saved model architecture differs from this run's config ({saved.model} vs {self.cfg.model})")
+        if state.get("provenance"):
+            before = json.loads(state["provenance"])
+            if sorted(before.get("stems", [])) != self.provenance["stems"]:
+                raise DataError(
+                    f"{name}: was trained on other images (split {before.get('split')!r}, {before.get('n_images')} images) "
+                    f"than this run selects (split {self.provenance['split']!r}, {self.provenance['n_images']}); "
+                    "use another --out or the same --splits/--split"
+                )
         if int(state["stage"]) == 2 and self.model.stage == 1:
             self.model.to_stage2()
             self.model.to(self.device)

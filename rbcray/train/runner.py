@@ -29,15 +29,20 @@ def train(
     log: Callable[[str], None] = print,
     on_epoch: EpochHook | None = None,
     export: bool = True,
+    splits: Any = None,
+    role: str | None = None,
     val: Any = None,
 ) -> dict[str, Any]:
     """Train in this process, resuming from ``out``'s latest checkpoint; returns a summary.
 
     Re-running with the same ``out`` continues after the last saved epoch; a finished run is not
-    trained again (its model is exported if it is missing). ``val`` (a
+    trained again (its model is exported if it is missing). With ``splits`` and ``role`` (e.g.
+    ``"train"``) only that role's images are used; either way the images used are recorded as
+    ``provenance`` in every checkpoint and in ``model.json``. ``val`` (a
     :class:`~rbcray.train.validate.ValSpec`) scores the model every ``val.every`` epochs and keeps
     the best in ``OUT/best``.
     """
+    from rbcray.data.provenance import select_dataset
     from rbcray.models.pix2pixhd.checkpoint import load_state, save_state
     from rbcray.models.registry import family_of_config
     from rbcray.train.pix2pixhd import _prune, _upload_dir, checkpoints_uri, latest_checkpoint
@@ -45,9 +50,9 @@ def train(
 
     family = family_of_config(cfg)
     family.check(cfg)
-    ds = open_dataset(data)
+    ds, prov = select_dataset(open_dataset(data), splits, role)
     storage.check_writable(out)
-    trainer = family.trainer_class()(cfg, ds)
+    trainer = family.trainer_class()(cfg, ds, provenance=prov)
     validator = None
     if val is not None:
         from rbcray.train.validate import Validator

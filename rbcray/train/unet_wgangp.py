@@ -52,8 +52,13 @@ def config_json(cfg: UNetWGANGPTrainConfig) -> str:
 class Trainer:
     """unet-wgangp training state on one worker (rank ``rank`` of ``world_size``)."""
 
-    def __init__(self, cfg: UNetWGANGPTrainConfig, ds: Dataset, device: str | torch.device | None = None) -> None:
+    def __init__(self, cfg: UNetWGANGPTrainConfig, ds: Dataset, device: str | torch.device | None = None,
+                 provenance: dict[str, Any] | None = None) -> None:
+        from rbcray.data.provenance import provenance_record
+
         self.cfg, self.ds = cfg, ds
+        #: the images this model learns from (rbcray.data.provenance), saved in checkpoints and model.json
+        self.provenance = provenance or provenance_record(ds.name, ds.stems, root=str(ds.root.resolve()))
         self.device = pick_device(device if device is not None else cfg.device)
         self.distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.rank = dist.get_rank() if self.distributed else 0
@@ -228,7 +233,7 @@ class Trainer:
         if self.stats is None:
             from rbcray.train.pix2pixhd_loop import dataset_summary
 
-            self.stats = dataset_summary(self.ds)
+            self.stats = dataset_summary(self.ds, self.provenance)
         return {
             "format": MODEL_FORMAT + "-state",
             "epoch": self.epoch,
@@ -242,6 +247,7 @@ class Trainer:
             "stats": json.dumps(self.stats),
             "history": json.dumps(self.history),
             "resumes": json.dumps(self.resumes),
+            "provenance": json.dumps(self.provenance),
         }
 
     def load_state_dict(self, state: dict[str, Any], name: str = "checkpoint") -> None:
@@ -251,6 +257,13 @@ class Trainer:
         saved = from_dict(UNetWGANGPTrainConfig, json.loads(state["config"]), where=f"{name} config")
         if saved.model != self.cfg.model:
             raise DataError(f"{name}: saved model architecture differs from this run's config ({saved.model} vs {self.cfg.model})")
+        before = json.loads(state.get("provenance") or "{}")
+        if before and sorted(before.get("stems", [])) != self.provenance["stems"]:
+            raise DataError(
+                f"{name}: was trained on other images (split {before.get('split')!r}, {before.get('n_images')} images) "
+                f"than this run selects (split {self.provenance['split']!r}, {self.provenance['n_images']}); "
+                "use another --out or the same --splits/--split"
+            )
         try:
             self.G.load_state_dict(state["G"])
             self.D.load_state_dict(state["D"])
@@ -284,7 +297,7 @@ def export_model(trainer: Trainer, out: str, log: Callable[[str], None] = print,
     if trainer.stats is None:
         from rbcray.train.pix2pixhd_loop import dataset_summary
 
-        trainer.stats = dataset_summary(trainer.ds)
+        trainer.stats = dataset_summary(trainer.ds, trainer.provenance)
     ema = trainer.G_ema is not None
     files = {
         "generator.pt": torch_bytes({"G": trainer.inference_G.state_dict(), "epoch": trainer.epoch, "ema": ema}),
@@ -292,7 +305,7 @@ def export_model(trainer: Trainer, out: str, log: Callable[[str], None] = print,
         "stats.json": (json.dumps(trainer.stats, indent=2) + "\n").encode(),
     }
     meta = {"created": utc_now(), "family": "unet-wgangp", "epoch": trainer.epoch, "steps": trainer.step,
-            "weights": "ema" if ema else "raw", "resumed_at_epochs": trainer.resumes, "history": trainer.history}
+            "weights": "ema" if ema else "raw", "resumed_at_epochs": trainer.resumes, "provenance": trainer.provenance, "history": trainer.history}
     uri = write_model(out, files, meta, fmt=MODEL_FORMAT, names=MODEL_FILES)
     log(f"model written to {uri}")
     return uri

@@ -13,7 +13,9 @@ The generation engine loads one :class:`Pix2PixHDTranslator` per actor and calls
   may differ within a batch); ``categories[i]`` maps cell id -> COCO category id (1 RBC, 2 WBC,
   3 Platelet; missing ids and ``None`` mean RBC); ``seeds[i]`` is the sample's seed, an int or a
   sequence of ints such as ``(S, sample_id)`` (anything ``np.random.default_rng`` takes);
-  ``style`` is ``None`` (each region draws a style cluster from ``np.random.default_rng(seed)``),
+  ``style`` is ``None`` (each region draws a style cluster from the sample's style stream,
+  ``rbcray.rng.purpose_rng(seed, STYLE)``, uniformly or by cluster size as the model's
+  ``style_sampling`` says),
   an int k (every region uses cluster k), or a per-sample list of those. Returns RGB ``uint8``
   (H, W, 3) arrays in input order.
 - Determinism: a sample's image depends only on (model, mask, categories, seed, style, device
@@ -149,7 +151,7 @@ class Pix2PixHDTranslator:
             lut = category_lut(inst, cats[i], self.cfg.num_classes, name)
             if self.styles is not None:
                 present = np.unique(inst)
-                clusters = self.styles.choose(lut, present, seed, styles[i])
+                clusters = self.styles.choose(lut, present, seed, styles[i], self.config.get("style_sampling", "uniform"))
                 table = self.styles.feature_table(lut, clusters)
             else:
                 clusters, table = np.full(len(lut), -1, dtype=np.int64), None

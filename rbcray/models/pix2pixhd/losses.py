@@ -6,7 +6,11 @@
   images, over every intermediate layer of every scale, weighted ``4 / (n_layers + 1)`` per layer
   and ``1 / num_D`` per scale (pix2pixHD's normalisation), times ``lambda_fm`` (10);
 - perceptual: L1 between VGG19 features (relu1_1 ... relu5_1) with weights 1/32, 1/16, 1/8,
-  1/4, 1, times ``lambda_vgg`` (10).
+  1/4, 1, times ``lambda_vgg`` (10). As in NVIDIA's pix2pixHD (``models/networks.py``:
+  ``VGGLoss.forward`` calls ``self.vgg(x)`` on the generator's output, and the data loader
+  normalises real images with mean 0.5, std 0.5), VGG19 sees images in [-1, 1], without
+  ImageNet's mean/std normalisation; ``imagenet_norm=True`` maps them to [0, 1] and normalises
+  them the way torchvision's VGG19 was trained instead.
 
 VGG19 weights are never downloaded: they come from an explicit file, or torchvision's file in the
 torch hub cache; :func:`resolve_vgg_weights` says how to provide them when neither exists.
@@ -83,14 +87,16 @@ def _vgg19_features() -> nn.Sequential:
 
 
 class VGGLoss(nn.Module):
-    """Perceptual loss on frozen VGG19 features; inputs are RGB in [-1, 1].
+    """Perceptual loss on frozen VGG19 features; inputs are RGB in [-1, 1] (fed as they are,
+    like the reference, unless ``imagenet_norm``).
 
     ``weights``: a torchvision VGG19 state dict file (loaded with ``weights_only=True``), or ``None``
     for a randomly initialised network (tests only: a random VGG is no perceptual metric).
     """
 
-    def __init__(self, weights: str | Path | None) -> None:
+    def __init__(self, weights: str | Path | None, imagenet_norm: bool = False) -> None:
         super().__init__()
+        self.imagenet_norm = bool(imagenet_norm)
         feats = _vgg19_features()
         if weights is not None:
             try:
@@ -113,10 +119,13 @@ class VGGLoss(nn.Module):
     def train(self, mode: bool = True) -> VGGLoss:
         return super().train(False)  # always frozen, whatever the caller's mode
 
+    def _prep(self, t: torch.Tensor) -> torch.Tensor:
+        return ((t + 1) / 2 - self.mean) / self.std if self.imagenet_norm else t
+
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        x = ((fake + 1) / 2 - self.mean) / self.std
+        x = self._prep(fake)
         with torch.no_grad():
-            y = ((real + 1) / 2 - self.mean) / self.std
+            y = self._prep(real)
         total = fake.new_zeros((), dtype=torch.float32)
         for w, s in zip(VGG_LAYER_WEIGHTS, self.slices):
             x = s(x)

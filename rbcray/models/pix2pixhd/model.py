@@ -1,14 +1,22 @@
 """The pix2pixHD model as one unit: config, generator side (G + E) and discriminator.
 
-Stage 1 of training (Wang et al. 2018, Sec. 3.2) uses the global generator G1 alone at half
-resolution; stage 2 wraps G1 in the local enhancer G2 at full resolution. :class:`Pix2PixHD`
-holds G (G1 or G1+G2) and the instance encoder E, and maps (instance map, class map, real image
-or style features) to a generated image, so that data-parallel wrappers see one module.
+Two recipes, chosen by ``generator``:
+
+- ``global+local`` (pix2pixHD, Wang et al. 2018, Sec. 3.2): stage 1 trains the global generator
+  G1 alone at half resolution; stage 2 wraps G1 in the local enhancer G2 at full resolution.
+- ``global`` (Bailo et al. 2019, Sec. 4.2 and 5.1: "only the global generator without a local
+  enhancement"): one global generator G; stage 1 trains it at half resolution, stage 2 goes on
+  training the same G (the same module, the same weights) at full resolution.
+
+:class:`Pix2PixHD` holds G and the instance encoder E, and maps (instance map, class map, real
+image or style features) to a generated image, so that data-parallel wrappers see one module.
+Every network is initialised as the NVIDIA reference does (:func:`init_weights`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -38,7 +46,11 @@ class Pix2PixHDConfig:
     n_down_global: int = 4
     n_blocks_global: int = 9
     n_blocks_local: int = 3
-    #: 1: two-stage training (G1, then G1+G2 at twice the resolution); 0: global generator only
+    #: ``global+local``: pix2pixHD's G1 then G1 inside the local enhancer G2 (stage 2);
+    #: ``global``: Bailo et al.'s recipe, the same global G trained at half, then full resolution
+    generator: Literal["global+local", "global"] = "global+local"
+    #: global+local only: 1 = two stages (G1, then G1+G2 at twice the resolution); 0 = G1 alone,
+    #: one stage (ignored by ``generator: global``, which always has two stages)
     n_local_enhancers: int = 1
     num_D: int = 2
     n_layers_D: int = 3
@@ -52,6 +64,11 @@ class Pix2PixHDConfig:
         for k in ("n_blocks_global", "n_blocks_local"):
             check(getattr(self, k) >= 0, f"{k} must be >= 0, got {getattr(self, k)}")
         check(self.n_local_enhancers in (0, 1), f"n_local_enhancers must be 0 or 1, got {self.n_local_enhancers}")
+
+    @property
+    def stages(self) -> int:
+        """Training stages: 2 (half, then full resolution) or 1 (global+local without enhancer)."""
+        return 2 if self.generator == "global" or self.n_local_enhancers else 1
 
     @property
     def label_nc(self) -> int:
@@ -76,17 +93,22 @@ class Pix2PixHD(nn.Module):
         self.E: Encoder | None = (
             create_model("pix2pixhd_encoder", feat_nc=cfg.feat_nc, nef=cfg.nef, n_down=cfg.n_down_E) if cfg.feat_nc else None
         )
+        init_weights(self)
         if stage == 2:
             self.to_stage2()
 
     def to_stage2(self) -> None:
-        """Wrap the (trained) global generator in a fresh local enhancer."""
+        """Enter stage 2: ``global+local`` wraps the (trained) global generator in a fresh local
+        enhancer; ``global`` keeps the very same G (it is now trained at full resolution)."""
         if self.stage == 2:
             return
-        if self.cfg.n_local_enhancers == 0:
-            raise ValueError("this model has no local enhancer (n_local_enhancers = 0)")
-        assert isinstance(self.G, GlobalGenerator)
-        self.G = LocalEnhancer(self.G, self.cfg.g_input_nc, 3, max(self.cfg.ngf // 2, 1), self.cfg.n_blocks_local)
+        if self.cfg.stages == 1:
+            raise ValueError("this model has one training stage (global+local with n_local_enhancers = 0)")
+        if self.cfg.generator == "global+local":
+            assert isinstance(self.G, GlobalGenerator)
+            self.G = LocalEnhancer(self.G, self.cfg.g_input_nc, 3, max(self.cfg.ngf // 2, 1), self.cfg.n_blocks_local)
+            init_weights(self.G.front)  # only the new layers: G1 keeps its stage-1 weights
+            init_weights(self.G.back)
         self.stage = 2
 
     @property
@@ -119,4 +141,21 @@ class Pix2PixHD(nn.Module):
 
 def build_discriminator(cfg: Pix2PixHDConfig) -> MultiscaleDiscriminator:
     """The multi-scale discriminator; it sees the label channels and an RGB image."""
-    return create_model("pix2pixhd_discriminator", input_nc=cfg.label_nc + 3, ndf=cfg.ndf, n_layers=cfg.n_layers_D, num_D=cfg.num_D)
+    d = create_model("pix2pixhd_discriminator", input_nc=cfg.label_nc + 3, ndf=cfg.ndf, n_layers=cfg.n_layers_D, num_D=cfg.num_D)
+    init_weights(d)
+    return d
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module) -> None:
+    """The NVIDIA reference's ``weights_init`` (pix2pixHD models/networks.py): every convolution
+    and transposed convolution weight ~ N(0, 0.02) (their biases keep PyTorch's default, as
+    there), every norm layer with affine weights ~ N(1, 0.02) with bias 0. pix2pixHD's instance
+    norm has no affine weights, so in practice this sets the conv weights."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            m.weight.normal_(0.0, 0.02)
+        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and getattr(m, "weight", None) is not None:
+            m.weight.normal_(1.0, 0.02)
+            if m.bias is not None:
+                m.bias.zero_()

@@ -3,9 +3,10 @@
 After training, the encoder E is run on every training image; each instance's averaged feature
 vector (and each image's background region, as pix2pixHD treats background as a region too) is
 grouped by semantic class, and scikit-learn's K-means finds ``K`` (10) centres per class. At
-generation each instance gets the centre of one cluster of its class: drawn with probability
-proportional to the cluster's size by a generator seeded per sample, or fixed by the caller, so
-one mask can be rendered in every style.
+generation each instance gets the centre of one cluster of its class: drawn uniformly among the
+class's clusters (as the NVIDIA reference implementation does; ``style_sampling: proportional``
+weighs clusters by their size instead) from the sample's own style stream (:mod:`rbcray.rng`), or
+fixed by the caller, so one mask can be rendered in every style.
 
 A class that never occurred in training (e.g. WBC in an RBC-only dataset) borrows the RBC (class
 1) clusters, or failing that the first class that has any.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rbcray.errors import ConfigError, DataError
+from rbcray.rng import STYLE, purpose_rng
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,20 @@ class StyleBank:
             raise DataError("style bank has no clusters at all")
         return np.array([c if n[c] else have[0] for c in range(self.num_classes)], dtype=np.int64)
 
-    def choose(self, lut: np.ndarray, present: np.ndarray, seed: int | tuple[int, ...] | None, style: int | None) -> np.ndarray:
+    def choose(
+        self, lut: np.ndarray, present: np.ndarray, seed: int | tuple[int, ...] | None, style: int | None,
+        sampling: str = "uniform",
+    ) -> np.ndarray:
         """Cluster index per instance id (index 0 = background; -1 for ids not in ``present``).
 
         ``lut`` maps instance id -> class; ``present`` lists the ids in the mask. With
-        ``style=None`` clusters are drawn from ``np.random.default_rng(seed)`` (one uniform number
-        for the background, then one per instance in ascending id order; a cluster's chance is its
-        share of the training regions), so a sample's styles depend on its seed and mask only. A
-        fixed ``style`` k uses cluster k for every region (k modulo the class's cluster count).
+        ``style=None`` clusters are drawn from the sample's style stream
+        (``rbcray.rng.purpose_rng(seed, STYLE)``: one uniform number for the background, then one
+        per instance in ascending id order), so a sample's styles depend on its seed and mask
+        only. ``sampling="uniform"`` gives every cluster of the class the same chance, as the
+        NVIDIA reference does (``np.random.randint`` over a class's clusters); ``"proportional"``
+        weighs a cluster by its share of the training regions. A fixed ``style`` k uses cluster k
+        for every region (k modulo the class's cluster count).
         """
         if style is not None and not 0 <= int(style) < self.k:
             raise ConfigError(f"style {style} out of range: this model has {self.k} style clusters (0..{self.k - 1})")
@@ -68,9 +76,14 @@ class StyleBank:
         cls = self.source_classes()[lut[ids]]
         n = (self.sizes > 0).sum(axis=1)[cls]
         if style is None:
-            u = np.random.default_rng(seed).random(len(ids))
-            cdf = np.cumsum(self.sizes, axis=1) / np.maximum(self.sizes.sum(axis=1, keepdims=True), 1)
-            k = np.minimum((u[:, None] >= cdf[cls]).sum(axis=1), n - 1)
+            u = (np.random.default_rng() if seed is None else purpose_rng(seed, STYLE)).random(len(ids))
+            if sampling == "uniform":
+                k = np.minimum((u * n).astype(np.int64), n - 1)
+            elif sampling == "proportional":
+                cdf = np.cumsum(self.sizes, axis=1) / np.maximum(self.sizes.sum(axis=1, keepdims=True), 1)
+                k = np.minimum((u[:, None] >= cdf[cls]).sum(axis=1), n - 1)
+            else:
+                raise ConfigError(f"style sampling {sampling!r}: use 'uniform' or 'proportional'")
         else:
             k = int(style) % n
         out = np.full(len(lut), -1, dtype=np.int64)
