@@ -305,3 +305,15 @@ def test_quality_gate_is_deterministic_and_fills_the_count(inputs, tmp_path, cap
     assert main(["generate", "--checkpoint", inputs["checkpoint"], "--shapes", inputs["shapes"], "--stats", inputs["stats"],
                  "--num-samples", "2", "--out", str(tmp_path / "x"), "--min-quality", "0.5", "--local"]) == 2
     assert "--min-quality needs --quality-encoder" in capsys.readouterr().err
+
+
+def test_unet_trains_on_one_split_role_and_records_it(crops, tmp_path) -> None:
+    from rbcray.data.splits import Splits
+
+    splits = Splits(dataset="chula-crops", roles={"train": ("crop1",), "val": ("crop2",), "test": ()})
+    out = str(tmp_path / "run")
+    train(replace(TINY, epochs=1), crops, out, splits=splits, role="train", log=lambda m: None)
+    prov = json.loads((tmp_path / "run" / "model" / "model.json").read_text())["provenance"]
+    assert prov["split"] == "train" and prov["stems"] == ["crop1"] and prov["splits_sha256"] == splits.sha256()
+    with pytest.raises(DataError, match="was trained on other images"):
+        train(replace(TINY, epochs=2), crops, out, log=lambda m: None)  # the whole folder now: refused
