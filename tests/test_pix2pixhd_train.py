@@ -164,6 +164,6 @@ def test_cli_bad_inputs(tmp_path, real_ds, capsys, monkeypatch) -> None:
 
     err = _cli_error(["styles", "--checkpoint", str(tmp_path / "nothing"), "--mask", str(real_ds / "instances" / "c1.png"),
                       "--out", str(tmp_path / "s.png")], capsys)
-    assert "no pix2pixHD model here" in err
+    assert "no trained model here" in err
     with pytest.raises(DataError, match="crop_size 700x700"):
         train(Pix2PixHDTrainConfig(crop_size=(700, 700), vgg_loss=False), real_ds, str(tmp_path / "o4"))

@@ -50,6 +50,9 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-init", type=int, help="uniform seeds before adhesive placement (Eq. 3; default 20)")
     p.add_argument("--kernel-inner", type=float, help="kernel value within cell_size of a placed cell (default 0)")
     p.add_argument("--params", help="calibrated placement (params.json of 'rbcray calibrate'); the flags above win")
+    p.add_argument("--quality-encoder", help="encoder file of 'rbcray encoder': every sample gets a quality score (mask fidelity)")
+    p.add_argument("--min-quality", type=float, help="replace samples below this quality by further candidates (deterministic)")
+    p.add_argument("--max-attempts", type=int, help="candidates per sample before the best one is kept (default 16)")
     p.add_argument("--shard-size", type=int, help="samples per shard (default: from --shard-bytes)")
     p.add_argument("--shard-bytes", type=int, default=256 * 2**20, help="target shard size in bytes (default 256 MiB)")
     p.add_argument("--mask-actors", metavar="MIN[:MAX]",
@@ -93,7 +96,8 @@ def config_from_args(args: argparse.Namespace):
 
     keys = ("checkpoint", "shapes", "stats", "out", "num_samples", "seed", "style", "png", "coco", "width", "height",
             "cells_mean", "cells_std", "cell_size", "placement", "n_init", "kernel_inner", "params", "shard_size",
-            "shard_bytes", "gen_cpus", "gen_gpus", "batch_size", "address", "takeover")
+            "shard_bytes", "gen_cpus", "gen_gpus", "batch_size", "address", "takeover", "quality_encoder", "min_quality",
+            "max_attempts")
     data = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     for pool in ("mask", "gen"):
         text = getattr(args, f"{pool}_actors")
@@ -119,6 +123,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from rbcray.distributed.generate import run_ray
 
         manifest = run_ray(plan, log=log)
+    q = manifest.get("quality")
+    if q:
+        print(f"quality: mean {q['mean']:.3f}, {q['accepted']} of {q['candidates']} candidates accepted "
+              f"(yield {q['yield']:.2f}, threshold {q['min_quality']}; {q['below_min_quality']} kept below it)", file=sys.stderr)
     print(f"{cfg.out}: {manifest['n_samples']} samples in {manifest['n_shards']} shard(s); manifest written")
     return 0
 

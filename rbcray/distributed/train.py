@@ -1,15 +1,16 @@
-"""Ray Train v2 adapter for pix2pixHD training (the library is rbcray.train.pix2pixhd*).
+"""Ray Train v2 adapter for generator training, any family (the libraries are rbcray.train.*).
 
 ``TorchTrainer`` runs :func:`_worker` on ``num_workers`` workers (one GPU each when the cluster
-has GPUs; DDP over NCCL on GPU, gloo on CPU, set up by Ray Train). Each worker builds the same
-:class:`~rbcray.train.pix2pixhd_loop.Trainer`, which sees the process group and wraps its
-networks in DDP and shards the crops with a DistributedSampler. After every epoch all workers
+has GPUs; NCCL on GPU, gloo on CPU, set up by Ray Train). Each worker builds the same Trainer of
+the config's family (:func:`rbcray.models.registry.family_of_config`; e.g.
+:class:`~rbcray.train.pix2pixhd_loop.Trainer`), which sees the process group, synchronises its
+gradients (DDP for pix2pixHD) and shards the crops with a DistributedSampler. After every epoch all workers
 ``ray.train.report`` the metrics; rank 0 attaches a checkpoint (G, D, E, optimisers, epoch,
 config, dataset statistics) that Ray Train copies to ``RunConfig(storage_path=...)`` — a local
 folder or ``s3://`` / ``gs://``. The run's folder is the user's ``--out`` URI: re-running with the
 same URI resumes from its latest checkpoint, and ``FailureConfig(max_failures)`` restarts a
 worker group that lost a worker from the last checkpoint. When the last epoch is done, rank 0
-fits the style clusters and writes ``OUT/model/``.
+runs the family's export (pix2pixHD: style clusters) and writes ``OUT/model/``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,7 @@ from typing import TYPE_CHECKING, Any
 from rbcray import storage
 from rbcray.config import from_dict, to_dict
 from rbcray.errors import DataError, RbcrayError
-from rbcray.train.pix2pixhd import (
-    Pix2PixHDTrainConfig,
-    check_vgg,
-    format_metrics,
-    load_latest_state,
-)
+from rbcray.train.pix2pixhd import load_latest_state
 
 if TYPE_CHECKING:
     from rbcray.data.splits import Splits
@@ -67,20 +63,21 @@ def _worker(config: dict[str, Any]) -> None:
     import torch
 
     from rbcray.models.pix2pixhd.checkpoint import load_state, save_state
-    from rbcray.train.pix2pixhd_export import export_model
-    from rbcray.train.pix2pixhd_loop import Trainer, open_dataset
+    from rbcray.models.registry import get_family
+    from rbcray.train.pix2pixhd_loop import open_dataset
 
     _quiet_ray_train_reports()
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
-    cfg = from_dict(Pix2PixHDTrainConfig, config["cfg"], where="train config")
+    family = get_family(config["family"])
+    cfg = from_dict(family.config_class(), config["cfg"], where="train config")
     out = config["out"]
     rank = ray.train.get_context().get_world_rank()
     ds = open_dataset(config["data"])
     prov = config.get("provenance")
     if prov is not None and prov.get("split") != "all":
         ds = ds.subset(prov["stems"])
-    trainer = Trainer(cfg, ds, device=rtt.get_device(), provenance=prov)
+    trainer = family.trainer_class()(cfg, ds, device=rtt.get_device(), provenance=prov)
     ck = ray.train.get_checkpoint()
     state, bad = None, None
     if ck is not None:
@@ -94,6 +91,12 @@ def _worker(config: dict[str, Any]) -> None:
         name, state = found  # e.g. a run begun with the plain loop, or Ray's latest was corrupt
     if state is not None:
         trainer.load_state_dict(state, name=name)
+    validator = None
+    if config.get("val") and rank == 0:
+        from rbcray.train.validate import Validator, ValSpec
+
+        validator = Validator(ValSpec(**config["val"]))
+        validator.resume(out)
     if trainer.epoch and trainer.epoch < cfg.total_epochs:
         trainer.resumes.append(trainer.epoch)
         if rank == 0:
@@ -102,7 +105,7 @@ def _worker(config: dict[str, Any]) -> None:
         metrics = trainer.train_epoch()
         epoch = trainer.epoch
         if rank == 0:
-            _say(format_metrics(epoch, cfg.total_epochs, metrics))
+            _say(family.metrics_line(epoch, cfg.total_epochs, metrics))
             storage.write_bytes(storage.join(out, "samples", f"epoch_{epoch:04d}.png"), trainer.sample_grid())
         report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.total_epochs:
@@ -114,10 +117,12 @@ def _worker(config: dict[str, Any]) -> None:
                 ray.train.report(report, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
         else:
             ray.train.report(report)
+        if validator is not None:  # rank 0 only; the others wait at the next collective
+            validator(trainer, family, out, epoch, cfg.total_epochs, _say)
         if config.get("fault_hook") is not None:
             config["fault_hook"](rank, epoch)
     if rank == 0:
-        export_model(trainer, out, log=_say)
+        family.export_fn()(trainer, out, log=_say)
 
 
 def run_location(out: str) -> tuple[str, str, Any]:
@@ -134,7 +139,7 @@ def run_location(out: str) -> tuple[str, str, Any]:
 
 
 def train_distributed(
-    cfg: Pix2PixHDTrainConfig,
+    cfg: Any,
     data: str | Path,
     out: str,
     *,
@@ -147,8 +152,10 @@ def train_distributed(
     splits: Splits | None = None,
     role: str | None = None,
     fault_hook: FaultHook | None = None,
+    val: Any = None,
 ) -> dict[str, Any]:
-    """Train on the Ray cluster (started or joined with init_ray); returns a summary of the run.
+    """Train ``cfg`` (any family's training config) on the Ray cluster (started or joined with
+    init_ray); returns a summary of the run.
 
     ``workers`` defaults to the cluster's GPU count (or 1 on a CPU-only cluster); ``use_gpu`` to
     whether it has GPUs; ``cpus_per_worker`` to an even share of the CPUs (at most 8 per GPU
@@ -157,6 +164,8 @@ def train_distributed(
     ``wait_for_resources`` seconds for them to fit (1 CPU each unless ``cpus_per_worker``).
     The dataset folder must be readable at the same path by every worker. ``splits`` and
     ``role`` restrict training to one role's images (recorded as the model's ``provenance``).
+    ``val`` (a :class:`~rbcray.train.validate.ValSpec`) is scored by rank 0 (see
+    :mod:`rbcray.train.validate`).
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -164,9 +173,11 @@ def train_distributed(
 
     from rbcray.data.provenance import select_dataset
     from rbcray.distributed.runtime import init_ray
+    from rbcray.models.registry import family_of_config
     from rbcray.train.pix2pixhd_loop import open_dataset
 
-    check_vgg(cfg)
+    family = family_of_config(cfg)
+    family.check(cfg)
     # fail before starting workers when the folder is not a training set or lacks the split's images
     _, prov = select_dataset(open_dataset(data), splits, role)
     storage.check_writable(out)
@@ -199,12 +210,14 @@ def train_distributed(
     trainer = TorchTrainer(
         _worker,
         train_loop_config={
+            "family": family.name,
             "cfg": to_dict(cfg),
             "data": str(Path(data).resolve()),
             "out": out.rstrip("/") if storage.is_remote(out) else os.path.abspath(out),
             "threads": max(1, int(cpus_per_worker)),
             "provenance": prov,
             "fault_hook": fault_hook,  # tests only (see FaultHook)
+            "val": to_dict(val) if val is not None else None,
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}),
         run_config=run_config,

@@ -49,6 +49,11 @@ class GenerateConfig:
     kernel_inner: float | None = None
     #: calibrated placement: params.json of 'rbcray calibrate' (the overrides above win over it)
     params: str | None = None
+    #: quality gate: encoder file of ``rbcray encoder`` (scores every sample: the ``quality`` column),
+    #: and the threshold below which samples are replaced by further candidates (rbcray.generate.quality)
+    quality_encoder: str | None = None
+    min_quality: float | None = None
+    max_attempts: int = 16
     #: samples per shard; None = from shard_bytes and the image size
     shard_size: int | None = None
     shard_bytes: int = 256 * 2**20
@@ -91,6 +96,9 @@ class GenerateConfig:
             check(b is None or (a is not None and b >= a),
                   f"--{lo.replace('_', '-')} {a}:{b}: MAX must be at least MIN")
         check(self.wait_for_resources > 0, f"--wait-for-resources {self.wait_for_resources} must be positive")
+        check(self.min_quality is None or self.quality_encoder is not None, "--min-quality needs --quality-encoder")
+        check(self.min_quality is None or 0.0 <= self.min_quality <= 1.0, f"--min-quality {self.min_quality} must be in [0, 1]")
+        check(self.max_attempts >= 1, f"--max-attempts {self.max_attempts} must be at least 1")
         for name in ("checkpoint", "shapes", "stats", "out"):
             check(bool(getattr(self, name)), f"--{name.replace('_', '-')} is required")
 

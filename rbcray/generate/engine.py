@@ -142,7 +142,7 @@ def prepare(cfg: GenerateConfig, log: Callable[[str], None] = print) -> RunPlan:
 
 
 def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> RunPlan:
-    from rbcray.models.pix2pixhd.checkpoint import read_model
+    from rbcray.models.registry import open_model
     from rbcray.synth.config import resolve_config
     from rbcray.synth.shapes import ShapeBank
 
@@ -154,7 +154,7 @@ def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> R
     bank = ShapeBank.load(cfg.shapes)
     if len(bank) == 0:
         raise RbcrayError(f"{cfg.shapes}: the shape bank is empty")
-    manifest, files = read_model(cfg.checkpoint)
+    _family, manifest, files = open_model(cfg.checkpoint)  # any generator family
     ckpt_sha = hashlib.sha256(files["generator.pt"]).hexdigest()
     num_styles = 0
     if "styles.npz" in files:
@@ -163,6 +163,11 @@ def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> R
         num_styles = StyleBank.from_bytes(files["styles.npz"], f"{cfg.checkpoint}/styles.npz").k
     if cfg.style_choice is not None and cfg.style_choice >= max(num_styles, 1):
         raise RbcrayError(f"--style {cfg.style}: the model has {num_styles} style clusters (0..{max(num_styles - 1, 0)})")
+    encoder_prov = None
+    if cfg.quality_encoder is not None:
+        from rbcray.evaluate.encoder import RealEncoder
+
+        encoder_prov = RealEncoder.load(cfg.quality_encoder).provenance  # readable before any work
     per_shard = cfg.shard_size or S.samples_per_shard(cfg.shard_bytes, synth.width, synth.height)
     content = {k: v for k, v in cfg.content_dict().items() if k not in ("out", "checkpoint", "shapes", "stats")}
     plan = {
@@ -194,6 +199,8 @@ def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> R
     provenance = {"generator": manifest.get("provenance"), "shapes": bank.meta.get("provenance"), "stats": stats.get("provenance")}
     if cfg.params:  # calibrated placement: the images it was fitted on
         provenance["params"] = json.loads(_read(cfg.params, "calibration params (from 'rbcray calibrate')")).get("provenance")
+    if encoder_prov is not None:  # the quality gate's segmenter learned from real images too
+        provenance["quality_encoder"] = encoder_prov
     return RunPlan(cfg, synth.to_dict(), per_shard, shards, done, ckpt_sha, bank.sha256, num_styles, plan, lease, provenance)
 
 
@@ -235,22 +242,21 @@ class ShardMasker:
                               f"plan {shapes_sha256[:12]})")
         self.seed = int(seed)
 
-    def __call__(self, start: int, stop: int) -> bytes:
+    KEYS = ("sample_id", "seed", "instance_mask", "color_mask", "width", "height", "n_cells", "boxes")
+
+    def row(self, i: int) -> dict[str, Any]:
+        """The mask columns of sample id ``i``."""
         from rbcray.synth.engine import synthesize
 
-        cols: dict[str, list] = {k: [] for k in ("sample_id", "seed", "instance_mask", "color_mask", "width", "height", "n_cells", "boxes")}
-        for i in range(start, stop):
-            s = synthesize(self.bank, self.cfg, self.seed, i)
-            cols["sample_id"].append(i)
-            cols["seed"].append(self.seed)
-            cols["instance_mask"].append(encode_png_fast(s.instances))
-            cols["color_mask"].append(encode_png_fast(s.color_mask(), mask=True))
-            cols["width"].append(self.cfg.width)
-            cols["height"].append(self.cfg.height)
-            cols["n_cells"].append(s.n_cells)
-            cols["boxes"].append(s.box_records())
-        schema = pa.schema([_payload_field(k) for k in cols])
-        return payload_bytes(pa.Table.from_pydict(cols, schema=schema))
+        s = synthesize(self.bank, self.cfg, self.seed, i)
+        return {"sample_id": i, "seed": self.seed, "instance_mask": encode_png_fast(s.instances),
+                "color_mask": encode_png_fast(s.color_mask(), mask=True), "width": self.cfg.width,
+                "height": self.cfg.height, "n_cells": s.n_cells, "boxes": s.box_records()}
+
+    def __call__(self, start: int, stop: int) -> bytes:
+        rows = [self.row(i) for i in range(start, stop)]
+        schema = pa.schema([_payload_field(k) for k in self.KEYS])
+        return payload_bytes(pa.Table.from_pylist(rows, schema=schema))
 
 
 def check_cuda(gpus: float) -> None:
@@ -272,27 +278,35 @@ class ShardTranslator:
 
     def __init__(self, checkpoint: str, style: int | None, batch_size: int, device: str | None = None,
                  threads: int | None = None, encode_threads: int = 4, checkpoint_sha256: str | None = None,
-                 gpus: float = 0.0) -> None:
+                 gpus: float = 0.0, gate: dict[str, Any] | None = None) -> None:
         import torch
 
-        from rbcray.models.pix2pixhd.inference import Pix2PixHDTranslator
+        from rbcray.models.registry import load_translator
 
         check_cuda(gpus)
         if threads:
             torch.set_num_threads(int(threads))
         self.batch_size = int(batch_size)
-        self.tr = Pix2PixHDTranslator.load(checkpoint, device="cuda" if gpus else device, micro_batch=self.batch_size)
+        # the checkpoint's family
+        self.tr = load_translator(checkpoint, device="cuda" if gpus else device, micro_batch=self.batch_size)
         if checkpoint_sha256 and self.tr.sha256 != checkpoint_sha256:
             raise RbcrayError(f"{checkpoint}: the generator changed since the run was planned (SHA-256 {self.tr.sha256[:12]}, "
                               f"plan {checkpoint_sha256[:12]})")
         self.style = style
         self.pool = cf.ThreadPoolExecutor(max_workers=encode_threads)  # the PNG encoder releases the GIL
+        self.gate = None
+        if gate is not None:  # quality scores, and replacement of samples below --min-quality
+            from rbcray.generate.quality import GateSpec, QualityGate
+
+            self.gate = QualityGate(GateSpec(**gate))
 
     def __call__(self, payload: bytes) -> bytes:
         t = payload_table(payload)
-        rows = t.select(["sample_id", "seed", "instance_mask", "boxes"]).to_pylist()
+        rows = t.to_pylist()
         images: list[Any] = [None] * len(rows)
         styles: list[list[int]] = [[] for _ in rows]
+        quality: list[float | None] = [None] * len(rows)
+        attempts = [1] * len(rows)
         for a in range(0, len(rows), self.batch_size):
             chunk = rows[a : a + self.batch_size]
             inst = [decode_png(r["instance_mask"], f"sample {r['sample_id']}") for r in chunk]
@@ -301,10 +315,16 @@ class ShardTranslator:
             pad = self.batch_size - len(chunk)  # every forward pass has the same batch shape
             out = self.tr.translate_with_styles(inst + inst[-1:] * pad, cats + cats[-1:] * pad, seeds + seeds[-1:] * pad, self.style)
             for k, (img, clusters) in enumerate(out[: len(chunk)]):
+                if self.gate is not None:
+                    rows[a + k], img, clusters, quality[a + k], attempts[a + k] = self.gate.fill(
+                        self.tr, self.style, rows[a + k], inst[k], img, clusters)
                 images[a + k] = self.pool.submit(encode_png_fast, img)
-                styles[a + k] = [int(clusters[b["instance_id"]]) for b in chunk[k]["boxes"]]
+                styles[a + k] = [int(clusters[b["instance_id"]]) for b in rows[a + k]["boxes"]]
+        t = pa.Table.from_pylist(rows, schema=t.schema)
         t = t.append_column(_payload_field("image"), pa.array([f.result() for f in images], pa.binary()))
         t = t.append_column(S.SCHEMA.field("styles"), pa.array(styles, pa.list_(pa.int32())))
+        t = t.append_column(S.SCHEMA.field("quality"), pa.array(quality, pa.float32()))
+        t = t.append_column(S.SCHEMA.field("attempts"), pa.array(attempts, pa.int32()))
         return payload_bytes(t)
 
 
@@ -347,6 +367,7 @@ def finish(plan: RunPlan, entries: list[dict[str, Any]], seconds: float, stage_s
             "config": plan.plan,
             "run_id": plan.lease.run_id if plan.lease else None,
             "timing": {"seconds": seconds, **{f"{k}_seconds": v for k, v in stage_seconds.items()}},
+            "quality": quality_summary(plan),
             "provenance": plan.provenance,
         }
         manifest = S.write_manifest(plan.cfg.out, entries, info)
@@ -358,6 +379,35 @@ def finish(plan: RunPlan, entries: list[dict[str, Any]], seconds: float, stage_s
     return manifest
 
 
+def gate_spec(plan: RunPlan) -> dict[str, Any] | None:
+    """The quality gate's settings for the generator stage (None without --quality-encoder)."""
+    cfg = plan.cfg
+    if cfg.quality_encoder is None:
+        return None
+    return {"encoder": cfg.quality_encoder, "min_quality": cfg.min_quality, "max_attempts": cfg.max_attempts,
+            "num_samples": cfg.num_samples, "shapes": cfg.shapes, "synth": plan.synth, "seed": cfg.seed}
+
+
+def quality_summary(plan: RunPlan) -> dict[str, Any] | None:
+    """Quality scores over the whole run and the gate's acceptance yield (read from the shards)."""
+    cfg = plan.cfg
+    if cfg.quality_encoder is None:
+        return None
+    import pyarrow.parquet as pq
+
+    q, att = [], []
+    for sh in plan.shards:
+        tab = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(cfg.out, sh.name))), columns=["quality", "attempts"])
+        q += tab.column("quality").to_pylist()
+        att += tab.column("attempts").to_pylist()
+    t = cfg.min_quality
+    below = sum(1 for v in q if t is not None and v < t)
+    candidates = int(sum(att))
+    return {"encoder": cfg.quality_encoder, "min_quality": t, "max_attempts": cfg.max_attempts,
+            "mean": float(sum(q) / len(q)), "min": float(min(q)), "candidates": candidates,
+            "accepted": len(q) - below, "below_min_quality": below, "yield": (len(q) - below) / candidates}
+
+
 def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """All three stages in this process, shard after shard (no Ray); returns the manifest."""
     cfg = plan.cfg
@@ -367,7 +417,7 @@ def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], Non
         if todo:  # a re-run with nothing to do loads nothing
             masker = ShardMasker(cfg.shapes, plan.synth, cfg.seed, plan.shapes_sha256)
             translator = ShardTranslator(cfg.checkpoint, cfg.style_choice, cfg.batch_size, device,
-                                         checkpoint_sha256=plan.checkpoint_sha256)
+                                         checkpoint_sha256=plan.checkpoint_sha256, gate=gate_spec(plan))
         entries = list(plan.done.values())
         busy = {"mask": 0.0, "generate": 0.0, "write": 0.0}
         constants = plan.constants()

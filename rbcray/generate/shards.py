@@ -81,6 +81,8 @@ SCHEMA = pa.schema(
         ("n_cells", pa.int32()),
         ("boxes", pa.list_(BOX_TYPE)),
         ("styles", pa.list_(pa.int32())),
+        ("quality", pa.float32()),  # mask fidelity (null without --quality-encoder)
+        ("attempts", pa.int32()),  # candidates generated for this row (the quality gate; 1 without it)
     ]
 )
 _HF_FEATURES = {"info": {"features": {c: {"_type": "Image"} for c in IMAGE_COLUMNS}}}

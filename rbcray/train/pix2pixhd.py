@@ -25,9 +25,6 @@ per-epoch sample grids in ``samples/``, checkpoints, and finally ``model/`` (see
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,45 +206,11 @@ def train(
 
     With ``splits`` and ``role`` (e.g. ``"train"``) only that role's images are used; either way
     the images used are recorded as ``provenance`` in every checkpoint and in ``model.json``.
-    Re-running with the same ``out`` continues after the last saved epoch; a finished run is not
-    trained again (its model is exported if it is missing).
+    The loop is the family-neutral :func:`rbcray.train.runner.train` (pix2pixHD's Trainer and export).
     """
-    from rbcray.data.provenance import select_dataset
-    from rbcray.models.pix2pixhd.checkpoint import save_state
-    from rbcray.train.pix2pixhd_export import export_model
-    from rbcray.train.pix2pixhd_loop import Trainer, open_dataset
+    from rbcray.train.runner import train as run
 
-    check_vgg(cfg)
-    ds, prov = select_dataset(open_dataset(data), splits, role)
-    storage.check_writable(out)
-    trainer = Trainer(cfg, ds, provenance=prov)
-    found = load_latest_state(out, log)
-    if found is not None:
-        ck, state = found
-        trainer.load_state_dict(state, name=ck)
-        if trainer.epoch < cfg.total_epochs:
-            trainer.resumes.append(trainer.epoch)
-            log(f"resuming from {ck} (epoch {trainer.epoch}/{cfg.total_epochs})")
-    t0 = time.perf_counter()
-    while trainer.epoch < cfg.total_epochs:
-        metrics = trainer.train_epoch()
-        epoch = trainer.epoch
-        log(format_metrics(epoch, cfg.total_epochs, metrics))
-        storage.write_bytes(storage.join(out, "samples", f"epoch_{epoch:04d}.png"), trainer.sample_grid())
-        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.total_epochs:
-            tmp = Path(tempfile.mkdtemp(prefix="rbcray-ckpt-"))
-            try:
-                save_state(tmp, trainer.state_dict())
-                _upload_dir(tmp, storage.join(checkpoints_uri(out), f"epoch_{epoch:04d}"))
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            _prune(out, cfg.keep_checkpoints)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
-    summary: dict[str, Any] = {"epochs": trainer.epoch, "seconds": time.perf_counter() - t0, "history": trainer.history}
-    if export:
-        summary["model"] = export_model(trainer, out, log=log)
-    return summary
+    return run(cfg, data, out, log=log, on_epoch=on_epoch, export=export, splits=splits, role=role)
 
 
 def _upload_dir(local: Path, uri: str) -> None:

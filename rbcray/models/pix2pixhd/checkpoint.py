@@ -82,8 +82,10 @@ def load_state(folder: str | Path) -> dict[str, Any]:
     if recorded is not None and recorded != [_sha256(data)]:
         raise DataError(f"{uri}: corrupt checkpoint (sha256 differs from {STATE_HASH_FILE})")
     state = load_torch_bytes(data, uri)
-    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT + "-state" or "G" not in state:
-        raise DataError(f"{uri}: not an rbcray pix2pixHD training checkpoint")
+    # any family's state (its Trainer checks the family): "rbcray-<family>-state"
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith("rbcray-") or not fmt.endswith("-state") or "G" not in state:
+        raise DataError(f"{uri}: not an rbcray training checkpoint")
     return state
 
 
@@ -91,11 +93,16 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_model(out_uri: str, files: dict[str, bytes], meta: dict[str, Any]) -> str:
-    """Write the final model folder ``out_uri/model`` (files first, manifest last); returns its URI."""
+def write_model(
+    out_uri: str, files: dict[str, bytes], meta: dict[str, Any], fmt: str = MODEL_FORMAT, names: tuple[str, ...] = MODEL_FILES
+) -> str:
+    """Write the final model folder ``out_uri/model`` (files first, manifest last); returns its URI.
+
+    ``fmt`` and ``names`` let other generator families share the layout (their format, their files).
+    """
     base = storage.join(out_uri, MODEL_DIR)
-    manifest = {"format": MODEL_FORMAT, "format_version": 1, "rbcray_version": __version__, **meta, "files": {}}
-    for name in MODEL_FILES:
+    manifest = {"format": fmt, "format_version": 1, "rbcray_version": __version__, **meta, "files": {}}
+    for name in names:
         if name in files:
             storage.write_bytes(storage.join(base, name), files[name])
             manifest["files"][name] = _sha256(files[name])
@@ -112,19 +119,24 @@ def model_uri(uri: str) -> str:
         return storage.join(uri, MODEL_DIR)
     if storage.exists(storage.join(uri, STATE_FILE)):
         raise DataError(f"{uri}: a training checkpoint, not a finished model; run 'rbcray train' to completion first")
-    raise DataError(f"{uri}: no pix2pixHD model here (expected {storage.join(uri, MODEL_DIR, 'model.json')}); "
+    raise DataError(f"{uri}: no trained model here (expected {storage.join(uri, MODEL_DIR, 'model.json')}); "
                     "pass the --out of a finished 'rbcray train'")
 
 
-def read_model(uri: str) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """(manifest, file bytes by name) of a model folder, every file checked against its sha256."""
+def read_model(uri: str, fmt: str | None = MODEL_FORMAT) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(manifest, file bytes by name) of a model folder, every file checked against its sha256.
+
+    ``fmt``: the manifest format required (None: any rbcray model, as
+    :func:`rbcray.models.registry.open_model` reads it before it knows the family).
+    """
     base = model_uri(uri)
     try:
         manifest = json.loads(storage.read_bytes(storage.join(base, "model.json")))
     except (ValueError, UnicodeDecodeError):
         raise DataError(f"{storage.join(base, 'model.json')}: not valid JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
-        raise DataError(f"{storage.join(base, 'model.json')}: not an rbcray pix2pixHD model manifest")
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    if not isinstance(found, str) or (found != fmt if fmt is not None else not found.startswith("rbcray-")):
+        raise DataError(f"{storage.join(base, 'model.json')}: not an rbcray {fmt or 'model'} manifest (format {found!r})")
     listed = manifest.get("files", {})
     if not isinstance(listed, dict):
         raise DataError(f"{storage.join(base, 'model.json')}: 'files' must map file names to sha256 digests")
