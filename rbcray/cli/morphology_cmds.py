@@ -10,7 +10,7 @@ from rbcray.errors import RbcrayError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("morphology", help="red-cell morphology classifier (the pseudo-labeller of issue 14)")
+    p = sub.add_parser("morphology", help="red-cell morphology: cell classifier (the pseudo-labeller) and UNIT translation to rare classes")
     msub = p.add_subparsers(dest="morphology_command", metavar="ACTION")
     msub.required = True
 

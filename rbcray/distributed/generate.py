@@ -255,8 +255,10 @@ def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, A
         extra: dict[str, Any] = {"runtime_env": runtime_env} if runtime_env else {}
         retries = {"max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES}
         mem = {"memory": r["mask_memory"]} if r["mask_memory"] else {}
-        # one row per shard to do: its index only (8 bytes; the actors compute its id range)
-        ds = ray.data.from_numpy(todo).rename_columns({"data": "index"}).repartition(len(todo))
+        # one row (and block) per shard to do: its index only (the actors compute its id range).
+        # A read of ready blocks, no Project/Repartition operators: those need CPU tasks that the
+        # actor pools, which reserve every CPU of a small node, would never leave room for.
+        ds = ray.data.from_items([{"index": int(k)} for k in todo], override_num_blocks=len(todo))
         ds = ds.map_batches(
             ShardMaskActor,
             fn_constructor_kwargs={"shapes": cfg.shapes, "synth": plan.synth, "seed": cfg.seed, "num_samples": cfg.num_samples,
