@@ -227,6 +227,16 @@ CASES = [
     # split
     Case("split-not-a-dataset", lambda w: ["split", w["empty-img"], "--out", _out(w, "sp.json")],
          lambda w: f"{w['empty-img']}: not a dataset folder", lambda w: [_out(w, "sp.json")]),
+    # calibrate, encoder, morphology: learning commands refuse a folder that is not a dataset
+    Case("calibrate-not-a-dataset", lambda w: ["calibrate", w["empty-img"], "--shapes", w["shapes"], "--out", _out(w, "p.json")],
+         lambda w: f"{w['empty-img']}: not a dataset folder", lambda w: [_out(w, "p.json")]),
+    Case("encoder-not-a-dataset", lambda w: ["encoder", "--data", w["empty-img"], "--out", _out(w, "enc.pt")],
+         lambda w: f"{w['empty-img']}: not a dataset folder", lambda w: [_out(w, "enc.pt")]),
+    Case("morphology-not-a-dataset", lambda w: ["morphology", "train", w["empty-img"], "--out", _out(w, "clf")],
+         lambda w: f"{w['empty-img']}: not a dataset folder", lambda w: [_out(w, "clf")]),
+    # export-coco
+    Case("export-coco-not-an-output", lambda w: ["export-coco", w["empty-img"], "--out", _out(w, "coco.json")],
+         lambda w: f"{w['empty-img']}: no _manifest.json", lambda w: [_out(w, "coco.json")]),
     # stats
     Case("stats-not-a-dataset", lambda w: ["stats", w["empty-img"]], lambda w: f"{w['empty-img']}: not a dataset folder"),
     Case("stats-mask-and-image-sizes-differ", lambda w: ["stats", w["mismatch"], "--json", _out(w, "st.json")],
@@ -361,7 +371,7 @@ def test_corpus_covers_every_command() -> None:
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
     commands = set(sub.choices)
     assert len(CASES) >= 30
-    covered = {c.id.split("-")[0] for c in CASES}
+    covered = {cmd for cmd in commands if any(c.id.startswith(cmd + "-") for c in CASES)}
     assert commands <= covered, f"commands without a bad-input case: {sorted(commands - covered)}"
 
 

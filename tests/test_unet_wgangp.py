@@ -216,12 +216,15 @@ def test_both_families_generate_through_the_same_engine(inputs, tmp_path) -> Non
                 "--out", str(out), "--width", "128", "--height", "96", "--shard-size", "2", "--local", "--no-progress"]
         assert main(argv) == 0
         assert verify_output(str(out))["problems"] == []
-        outs[name] = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("shard-*.parquet")))
+        outs[name] = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("train-*.parquet")))
     p, u = outs["pix2pixhd"], outs["unet-wgangp"]
     assert p["instance_mask"].tolist() == u["instance_mask"].tolist()  # same masks (same seed), other images
-    assert p["checkpoint_sha256"].iloc[0] != u["checkpoint_sha256"].iloc[0]
+    from rbcray.generate.shards import read_constants
+
+    shas = [read_constants(str(sorted((tmp_path / f"gen-{n}").glob("train-*.parquet"))[0]))["checkpoint_sha256"] for n in outs]
+    assert shas[0] != shas[1]
     for df in (p, u):
-        img = decode_png(df["image"].iloc[0])
+        img = decode_png(df["image"].iloc[0]["bytes"])
         assert img.shape == (96, 128, 3) and img.std() > 1
     assert all((np.asarray(s) == -1).all() for s in u["styles"])
     assert not any((np.asarray(s) == -1).any() for s in p["styles"])
@@ -285,8 +288,8 @@ def test_quality_gate_is_deterministic_and_fills_the_count(inputs, tmp_path, cap
                      "--num-samples", "6", "--out", str(out), "--width", "96", "--height", "64", "--local", "--no-progress",
                      "--quality-encoder", str(enc), *extra]) == 0
         assert verify_output(str(out))["problems"] == []
-        df = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("shard-*.parquet"))).set_index("sample_id")
-        return df, json.loads((out / "manifest.json").read_text())["quality"]
+        df = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("train-*.parquet"))).set_index("sample_id")
+        return df, json.loads((out / "_manifest.json").read_text())["quality"]
 
     scored, q0 = run("scored", "--shard-size", "6")
     assert scored["quality"].between(0, 1).all() and (scored["attempts"] == 1).all() and q0["yield"] == 1.0

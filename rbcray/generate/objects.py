@@ -96,6 +96,8 @@ def read(uri: str) -> bytes | None:
             return fs.cat_file(path)  # one GET (opening a file would HEAD it first)
         except FileNotFoundError:
             return None
+        except PermissionError as e:  # a refusal is final: one line naming the object
+            raise RbcrayError(f"{uri}: access denied ({storage._brief(e)})") from None
 
     return retrying(go, uri)
 
