@@ -106,3 +106,18 @@ class ModelFamily:
         """Fail before any work when the config cannot run here (e.g. weights missing)."""
         if self.preflight is not None:
             resolve(self.preflight)(cfg)
+
+
+class TranslatorBase:
+    """What every family's translator shares: :meth:`translate` is
+    :meth:`translate_with_styles` without the clusters (subclasses implement the latter)."""
+
+    def translate(
+        self,
+        instances: Sequence[np.ndarray],
+        categories: Sequence[Mapping[int, int] | None] | None,
+        seeds: Sequence[int | Sequence[int]],
+        style: int | None | Sequence[int | None] = None,
+    ) -> list[np.ndarray]:
+        """RGB uint8 (H, W, 3) images, one per instance map, in input order."""
+        return [img for img, _ in self.translate_with_styles(instances, categories, seeds, style)]  # type: ignore[attr-defined]

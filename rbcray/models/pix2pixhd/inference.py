@@ -42,6 +42,7 @@ from rbcray.models.pix2pixhd.checkpoint import load_torch_bytes, read_model
 from rbcray.models.pix2pixhd.inputs import category_lut, class_map, features_from_table, generator_input
 from rbcray.models.pix2pixhd.model import Pix2PixHD, Pix2PixHDConfig
 from rbcray.models.pix2pixhd.styles import StyleBank
+from rbcray.models.translator import TranslatorBase
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -64,7 +65,7 @@ def _seed(s: Any) -> int | tuple[int, ...]:
         raise RbcrayError(f"seed {s!r}: use an int or a sequence of ints such as (seed, sample_id)") from None
 
 
-class Pix2PixHDTranslator:
+class Pix2PixHDTranslator(TranslatorBase):
     """A trained generator plus its style clusters: instance maps -> RGB images (see module docs)."""
 
     def __init__(
@@ -117,15 +118,6 @@ class Pix2PixHDTranslator:
         """Number of style clusters per class (0 for a model without instance features)."""
         return self.styles.k if self.styles is not None else 0
 
-    def translate(
-        self,
-        instances: Sequence[np.ndarray],
-        categories: Sequence[Mapping[int, int] | None] | None,
-        seeds: Sequence[int | Sequence[int]],
-        style: int | None | Sequence[int | None] = None,
-    ) -> list[np.ndarray]:
-        """Images (RGB uint8) for a batch of instance maps; see the module docstring."""
-        return [img for img, _ in self.translate_with_styles(instances, categories, seeds, style)]
 
     def translate_with_styles(
         self,

@@ -25,6 +25,7 @@ from rbcray.models.pix2pixhd.checkpoint import load_torch_bytes, read_model
 from rbcray.models.pix2pixhd.inference import _seed, pick_device
 from rbcray.models.pix2pixhd.inputs import category_lut, class_map, generator_input
 from rbcray.models.registry import create_model
+from rbcray.models.translator import TranslatorBase
 from rbcray.models.unet_wgangp.config import MODEL_FORMAT, UNetWGANGPConfig
 
 
@@ -33,7 +34,7 @@ def noise_map(seed: Any, z_nc: int, h: int, w: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((z_nc, h, w), dtype=np.float32)
 
 
-class UNetTranslator:
+class UNetTranslator(TranslatorBase):
     """A trained U-Net generator: instance maps -> RGB images (see the module docstring)."""
 
     def __init__(self, G: torch.nn.Module, config: dict[str, Any], device: torch.device, sha256: str = "") -> None:
@@ -64,15 +65,6 @@ class UNetTranslator:
     def num_styles(self) -> int:
         return 0
 
-    def translate(
-        self,
-        instances: Sequence[np.ndarray],
-        categories: Sequence[Mapping[int, int] | None] | None,
-        seeds: Sequence[int | Sequence[int]],
-        style: int | None | Sequence[int | None] = None,
-    ) -> list[np.ndarray]:
-        """Images (RGB uint8) for a batch of instance maps."""
-        return [img for img, _ in self.translate_with_styles(instances, categories, seeds, style)]
 
     def translate_with_styles(
         self,
