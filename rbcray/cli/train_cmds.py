@@ -64,6 +64,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     family = get_family(args.model)
     cfg = config_from_args(args)
     family.check(cfg)  # before any data loading or cluster start
+    from rbcray.cli.generate_cmds import parse_duration
+
+    wait_s = parse_duration(args.wait_for_resources)
     splits, role = load_selection(args.splits, args.split)
     val = None
     if args.val_data or args.val_encoder:
@@ -90,6 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_distributed(
             cfg, args.data, args.out, workers=args.workers, use_gpu={"cuda": True, "cpu": False}.get(args.device or ""),
             cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, splits=splits, role=role, val=val,
+            wait_for_resources=wait_s,
         )
         from rbcray import storage
 
@@ -162,6 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ray", action="store_true", help="single-process loop in this process (no Ray)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
     p.add_argument("--cpus-per-worker", type=float)
+    p.add_argument("--wait-for-resources", default="15m", metavar="DURATION",
+                   help="with --workers and --device cuda: how long to wait for the declared GPU workers to fit "
+                        "(autoscaling clusters start small), e.g. 20s, 15m (default 15m); then fail in one line")
     p.add_argument("--threads", type=int, help="torch CPU threads (per worker)")
     add_split_args(p, "train on")
     p.add_argument("--val-data", help="dataset folder of held-out val images: scored every --val-every epochs, best kept in OUT/best")
