@@ -141,7 +141,8 @@ def cpu_per_sample(inputs: dict[str, str], samples: int = 3) -> dict[str, float]
         img_png = encode_png_fast(smear)
         t["image_new"] += time.perf_counter() - a
         row = {"sample_id": i, "seed": 0, "image": img_png, "instance_mask": inst_png, "color_mask": col_png, "width": 1920,
-               "height": 1200, "n_cells": s.n_cells, "boxes": s.box_records(), "styles": [0] * s.n_cells}
+               "height": 1200, "n_cells": s.n_cells, "boxes": s.box_records(), "styles": [0] * s.n_cells,
+               "quality": None, "attempts": 1}
         a = time.perf_counter()
         S.table_bytes(S.shard_table([row], {"config": {}}))
         t["parquet"] += time.perf_counter() - a
