@@ -5,6 +5,12 @@ annotated by the ``annotate`` step (derived masks), the split file of the ``spli
 its train role, the test set its test role) and the samples written by the ``generate`` step,
 whose generator, bank and statistics learned from the train role only (the sweep checks their
 provenance and refuses otherwise), then prints the table.
+
+Its realism report compares both generator families -- the pix2pixHD shards and the few
+unet-wgangp samples of ``generate/unet-shards`` (``realism.compare``, keyed by the family each
+manifest names) -- and real vs real, on the test role's images, with an encoder trained on the
+train role inside the evaluation; ``report.json`` holds ``realism: {"pix2pixhd": ...,
+"unet-wgangp": ..., "real_vs_real": ...}``.
 """
 
 from __future__ import annotations
@@ -52,6 +58,13 @@ def evaluate_step(ctx: Any) -> dict[str, Any]:
         if ds["name"] == "chula":
             ds["real"], ds["synthetic"], ds["splits"] = str(real), str(syn), str(splits)
             ds["n_test"] = None  # the whole test role
+    from rbcray.evaluate.realism import source_family
+
+    compare = [syn] + [p for p in [ctx.out / "generate" / "unet-shards"] if (p / "_manifest.json").is_file()]
+    if len(compare) == 1:
+        ctx.log(f"realism: no second family's samples at {ctx.out / 'generate' / 'unet-shards'}; comparing pix2pixHD only")
+    base["realism"] = {**base.get("realism", {}), "dataset": "chula",
+                       "compare": {source_family(str(p)) or p.name: str(p) for p in compare}}
     base["storage"] = str(d / "tune")
     if ctx.data_dir is not None:
         base["data_dir"] = str(ctx.data_dir)
@@ -60,4 +73,8 @@ def evaluate_step(ctx: Any) -> dict[str, Any]:
     table = Path(paths["table.md"]).read_text()
     ctx.log(table.split("\n## How")[0])
     ctx.log("\n".join(line for line in table.split("## Splits and leakage")[-1].splitlines() if line.startswith("- **")))
-    return {k: paths[k] for k in ("table.md", "table.csv", "table.png")} | {"trials": str(len(cfg.trials()))}
+    out = {k: paths[k] for k in ("table.md", "table.csv", "table.png")} | {"trials": str(len(cfg.trials()))}
+    if "realism.md" in paths:
+        ctx.log(Path(paths["realism.md"]).read_text())
+        out["realism.md"] = paths["realism.md"]
+    return out
