@@ -38,12 +38,10 @@ def demo_synthetic(ctx: Any) -> Path:
     )
 
 
-def evaluate_step(ctx: Any) -> dict[str, Any]:
-    """Demo-scale sweep: 3 models x 5 regimes on Chula + a detector on BCCD, one seed."""
-    from rbcray.distributed.sweep import run_sweep
+def demo_sweep(ctx: Any, storage_dir: Path) -> Any:
+    """The demo's sweep config, filled in with the demo's own data (see the module docstring)."""
     from rbcray.evaluate.config import SweepConfig, load_sweep
 
-    d = ctx.stage_dir("evaluate")
     base = to_dict(load_sweep(DEMO_CONFIG))
     real = ctx.out / "annotate" / "dataset"  # rbcray.data.demo_steps.annotated_dir(ctx)
     if not (real / "dataset.json").is_file():
@@ -65,10 +63,19 @@ def evaluate_step(ctx: Any) -> dict[str, Any]:
         ctx.log(f"realism: no second family's samples at {ctx.out / 'generate' / 'unet-shards'}; comparing pix2pixHD only")
     base["realism"] = {**base.get("realism", {}), "dataset": "chula",
                        "compare": {source_family(str(p)) or p.name: str(p) for p in compare}}
-    base["storage"] = str(d / "tune")
+    base["storage"] = str(storage_dir)
     if ctx.data_dir is not None:
         base["data_dir"] = str(ctx.data_dir)
-    cfg = from_dict(SweepConfig, base, where=str(DEMO_CONFIG))
+    return from_dict(SweepConfig, base, where=str(DEMO_CONFIG))
+
+
+def evaluate_step(ctx: Any) -> dict[str, Any]:
+    """Demo-scale sweep: 3 models x 5 regimes on Chula + a detector on BCCD, one seed, and the
+    realism comparison of both generator families."""
+    from rbcray.distributed.sweep import run_sweep
+
+    d = ctx.stage_dir("evaluate")
+    cfg = demo_sweep(ctx, d / "tune")
     paths = run_sweep(cfg, str(d), log=ctx.log)
     table = Path(paths["table.md"]).read_text()
     ctx.log(table.split("\n## How")[0])
