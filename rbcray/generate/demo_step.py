@@ -7,7 +7,8 @@ PNG tree and per-shard COCO fragments to ``generate/shards`` through the Ray Dat
 
 A few samples of the second family's model (``train/unet``, unet-wgangp) go to
 ``generate/unet-shards`` from the same bank, statistics and placement: the evaluation compares
-both families' realism with them (the downstream table trains on the pix2pixHD shards only).
+both families' realism with them (the downstream table trains on the pix2pixHD shards only); so
+few are written in this process (``run_local``) rather than on Ray.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ UNET_SAMPLES = 8
 def generate_step(ctx: DemoContext) -> dict[str, Any]:
     from rbcray.distributed.generate import run_ray
     from rbcray.generate.config import GenerateConfig
-    from rbcray.generate.engine import prepare
+    from rbcray.generate.engine import prepare, run_local
     from rbcray.generate.verify import verify_output
     from rbcray.io import decode_png, write_png
 
@@ -62,7 +63,7 @@ def generate_step(ctx: DemoContext) -> dict[str, Any]:
         ucfg = from_dict(GenerateConfig, {**{k: str(v) for k, v in inputs.items()}, "checkpoint": str(ctx.out / "train" / "unet"),
                                           "out": str(uout), "num_samples": UNET_SAMPLES, "seed": 0, "shard_size": UNET_SAMPLES,
                                           "progress": False})
-        um = run_ray(prepare(ucfg, ctx.log), ctx.log)
+        um = run_local(prepare(ucfg, ctx.log), log=ctx.log)  # 8 samples: in this process, no actor start-up
         ures = verify_output(str(uout))
         if ures["problems"]:
             raise DataError(f"{uout}: verify found {len(ures['problems'])} problem(s), first: {ures['problems'][0]}")
