@@ -128,3 +128,23 @@ def test_too_few_held_out_images_is_a_note() -> None:
     r = realism_report(sweep(FAST), plan, bundle, {"bad": {"uri": "S", "family": None, "count": 12, "overlaps": []}})
     assert set(r) == {"_setup"} and "needs >= 4 held-out" in r["_setup"]["note"]
     assert "Not computed" in realism_markdown(r)
+
+
+def test_demo_evaluate_compares_both_families(tmp_path) -> None:
+    """The demo's sweep config names both families' samples in realism.compare, keyed by family."""
+    from rbcray.data.demo_steps import splits_json
+    from rbcray.demo import DemoContext
+    from rbcray.evaluate.demo_step import demo_sweep
+
+    ctx = DemoContext(out=tmp_path, log=lambda m: None)
+    (tmp_path / "annotate" / "dataset").mkdir(parents=True)
+    (tmp_path / "annotate" / "dataset" / "dataset.json").write_text("{}")
+    splits_json(ctx).parent.mkdir(parents=True, exist_ok=True)
+    splits_json(ctx).write_text("{}")
+    for name, fam in (("shards", "pix2pixhd"), ("unet-shards", "unet-wgangp")):
+        (tmp_path / "generate" / name).mkdir(parents=True)
+        (tmp_path / "generate" / name / "_manifest.json").write_text(json.dumps({"family": fam}))
+    cfg = demo_sweep(ctx, tmp_path / "tune")
+    assert cfg.realism.dataset == "chula" and cfg.realism_dataset().synthetic == str(tmp_path / "generate" / "shards")
+    assert cfg.realism.compare == {"pix2pixhd": str(tmp_path / "generate" / "shards"),
+                                   "unet-wgangp": str(tmp_path / "generate" / "unet-shards")}
