@@ -34,7 +34,7 @@ def config(data: dict[str, Path], **over) -> dict:
         "regimes": ["RD", "RD+SD"],
         "n_real": 2, "total": 4, "bootstrap": 50,
         "resources": {"cpu": 0.5},
-        "realism": {"max_images": 4, "epochs": 1, "crops_per_image": 2},
+        "realism": {"max_images": 8, "epochs": 1, "max_crops_per_image": 2, "encoder_steps": 2, "encoder_crop": 32, "n_boot": 10, "n_perm": 10, "kid_subsets": 2},
     }
     cfg.update(over)
     return cfg

@@ -216,6 +216,9 @@ def test_both_families_generate_through_the_same_engine(inputs, tmp_path) -> Non
                 "--out", str(out), "--width", "128", "--height", "96", "--shard-size", "2", "--local", "--no-progress"]
         assert main(argv) == 0
         assert verify_output(str(out))["problems"] == []
+        from rbcray.evaluate.realism import source_family
+
+        assert json.loads((out / "_manifest.json").read_text())["family"] == name == source_family(str(out))
         outs[name] = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("train-*.parquet")))
     p, u = outs["pix2pixhd"], outs["unet-wgangp"]
     assert p["instance_mask"].tolist() == u["instance_mask"].tolist()  # same masks (same seed), other images

@@ -40,7 +40,7 @@ from rbcray.evaluate.data import (
     storage_errors,
 )
 from rbcray.evaluate.plan import DataBundle, SweepPlan, load_bundles, plan_sweep
-from rbcray.evaluate.realism import RealismParams, realism_markdown, realism_report
+from rbcray.evaluate.realism import realism_markdown, realism_report
 from rbcray.evaluate.report import OutputWriter, write_reports
 from rbcray.evaluate.train import TrialResult
 
@@ -306,14 +306,13 @@ def run_sweep(
         raise RbcrayError(f"{len(failed)} of {len(trials)} trials failed (first: {failed[0]}); "
                           "no table written; run the same command again to resume")
     realism, realism_md = None, None
-    if cfg.realism.enabled:
-        realism = []
-        rp = RealismParams(cfg.realism.crop, cfg.realism.crops_per_image, cfg.realism.epochs, cfg.bootstrap_seed)
-        for name, b in bundles.items():
-            if b.synthetic and any(s.instances is not None for s in b.train):
-                k = cfg.realism.max_images
-                realism.append(realism_report(name, (b.train + b.test)[:k], b.synthetic[:k], rp, cfg.realism.inception_weights))
-        realism_md = realism_markdown(realism) if realism else None
+    rd = cfg.realism_dataset()
+    sources = plan.datasets[rd.name].provenance.get("realism") if rd is not None and rd.name in plan.datasets else None
+    if sources:
+        t_r = time.perf_counter()
+        realism = realism_report(cfg, plan.datasets[rd.name], bundles[rd.name], sources, log=log)
+        realism_md = realism_markdown(realism)
+        log(f"realism report in {time.perf_counter() - t_r:.0f} s")
     provenance = {name: b.provenance for name, b in bundles.items()}
     plan_info = {name: {"splits": p.role_stems(), "provenance": p.provenance} for name, p in plan.datasets.items()}
     paths = write_reports(writer, cfg, results, provenance, realism, realism_md, plan_info)

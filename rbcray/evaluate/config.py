@@ -153,16 +153,54 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class RealismConfig:
-    """Image realism measures beside the table (issue 6 item 5)."""
+    """Image realism beside the table: weight-free metrics per synthetic source and real vs real.
+
+    See :mod:`rbcray.evaluate.realism`. Every metric is computed in the feature space (and with the
+    segmenter) of one encoder trained on real train-split images only: the file ``encoder`` (from
+    ``rbcray encoder``) or, without it, one trained inside the evaluation (``encoder_steps``).
+    """
 
     enabled: bool = True
-    #: images per side (real / synthetic) used for colour statistics and crops
+    #: the dataset whose real held-out images are the reference (default: the only dataset, else
+    #: the first one with a ``synthetic`` source)
+    dataset: str | None = None
+    #: synthetic sources to compare, label -> Parquet shards / synthetic dataset folder (the label
+    #: is the report's key; the generator family is read from each source's manifest); empty = the
+    #: dataset's own ``synthetic`` source under its family's name
+    compare: dict[str, str] = field(default_factory=dict)
+    #: held-out real images used (split in two halves: reference and real-vs-real baseline);
+    #: each synthetic source contributes as many images as one half
     max_images: int = 60
-    crop: int = 32
-    crops_per_image: int = 8
-    epochs: int = 10
+    #: real-image encoder file ('rbcray encoder'); None = train one on the train split here
+    encoder: str | None = None
+    #: training of the in-evaluation encoder: steps, crop, and at most this many train images
+    encoder_steps: int = 400
+    encoder_crop: int = 96
+    max_train_images: int = 60
+    #: C2ST: crop side / median cell diameter, cells per image, CNN epochs, resamples
+    crop_factor: float = 1.5
+    max_crops_per_image: int = 24
+    epochs: int = 8
+    n_boot: int = 200
+    n_perm: int = 500
+    kid_subsets: int = 50
     #: Inception-v3 state dict (torchvision layout) for FID/KID; None = torch hub cache
     inception_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        check(self.max_images >= 8, f"realism.max_images must be >= 8 (two halves of >= 4 images), got {self.max_images}")
+        check(self.encoder_steps >= 1, f"realism.encoder_steps must be >= 1, got {self.encoder_steps}")
+        check(self.encoder_crop >= 32, f"realism.encoder_crop must be >= 32 pixels, got {self.encoder_crop}")
+        check(self.max_train_images >= 1, f"realism.max_train_images must be >= 1, got {self.max_train_images}")
+        check(self.crop_factor >= 1.5, f"realism.crop_factor must be >= 1.5 (a whole cell and its surroundings), got {self.crop_factor}")
+        check(self.max_crops_per_image >= 1, f"realism.max_crops_per_image must be >= 1, got {self.max_crops_per_image}")
+        check(self.epochs >= 1, f"realism.epochs must be >= 1, got {self.epochs}")
+        check(self.n_boot >= 10 and self.n_perm >= 10, f"realism.n_boot and n_perm must be >= 10, got {self.n_boot}, {self.n_perm}")
+        check(self.kid_subsets >= 2, f"realism.kid_subsets must be >= 2, got {self.kid_subsets}")
+        for label, uri in self.compare.items():
+            check(isinstance(label, str) and bool(label) and not label.startswith("_") and label != "real_vs_real",
+                  f"realism.compare: label {label!r} is reserved or empty (real_vs_real, names starting with '_')")
+            check(isinstance(uri, str) and bool(uri), f"realism.compare.{label}: expected a path or URI, got {uri!r}")
 
 
 @dataclass(frozen=True)
@@ -250,12 +288,29 @@ class SweepConfig:
                         f"model {m.label!r}: regime {r} needs synthetic data but dataset {m.dataset!r} has no 'synthetic' source"
                     )
 
+        rd = self.realism.dataset
+        if rd is not None and rd not in by_name:
+            raise ConfigError(f"realism.dataset {rd!r}: unknown dataset; datasets: {', '.join(names)}")
+        if self.realism.enabled and self.realism.compare and rd is None and len(self.datasets) > 1:
+            raise ConfigError("realism.compare needs realism.dataset (which dataset's real images the sources are compared with)")
+
         lc = self.learning_curve
         if lc is not None:
             if lc.model not in labels:
                 raise ConfigError(f"learning_curve.model {lc.model!r}: not a model label; models: {', '.join(labels)}")
             if by_name[self.model(lc.model).dataset].synthetic is None:
                 raise ConfigError(f"learning_curve: model {lc.model!r} has no synthetic data for RD+SD")
+
+    def realism_dataset(self) -> DataConfig | None:
+        """The dataset of the realism comparison (see :class:`RealismConfig`); None = nothing to compare."""
+        r = self.realism
+        if not r.enabled:
+            return None
+        if r.dataset is not None:
+            return self.dataset(r.dataset)
+        if len(self.datasets) == 1:
+            return self.datasets[0]
+        return next((d for d in self.datasets if d.synthetic is not None), None)
 
     def dataset(self, name: str) -> DataConfig:
         return next(d for d in self.datasets if d.name == name)

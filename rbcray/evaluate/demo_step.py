@@ -5,6 +5,12 @@ annotated by the ``annotate`` step (derived masks), the split file of the ``spli
 its train role, the test set its test role) and the samples written by the ``generate`` step,
 whose generator, bank and statistics learned from the train role only (the sweep checks their
 provenance and refuses otherwise), then prints the table.
+
+Its realism report compares both generator families -- the pix2pixHD shards and the few
+unet-wgangp samples of ``generate/unet-shards`` (``realism.compare``, keyed by the family each
+manifest names) -- and real vs real, on the test role's images, with an encoder trained on the
+train role inside the evaluation; ``report.json`` holds ``realism: {"pix2pixhd": ...,
+"unet-wgangp": ..., "real_vs_real": ...}``.
 """
 
 from __future__ import annotations
@@ -32,12 +38,10 @@ def demo_synthetic(ctx: Any) -> Path:
     )
 
 
-def evaluate_step(ctx: Any) -> dict[str, Any]:
-    """Demo-scale sweep: 3 models x 5 regimes on Chula + a detector on BCCD, one seed."""
-    from rbcray.distributed.sweep import run_sweep
+def demo_sweep(ctx: Any, storage_dir: Path) -> Any:
+    """The demo's sweep config, filled in with the demo's own data (see the module docstring)."""
     from rbcray.evaluate.config import SweepConfig, load_sweep
 
-    d = ctx.stage_dir("evaluate")
     base = to_dict(load_sweep(DEMO_CONFIG))
     real = ctx.out / "annotate" / "dataset"  # rbcray.data.demo_steps.annotated_dir(ctx)
     if not (real / "dataset.json").is_file():
@@ -52,12 +56,32 @@ def evaluate_step(ctx: Any) -> dict[str, Any]:
         if ds["name"] == "chula":
             ds["real"], ds["synthetic"], ds["splits"] = str(real), str(syn), str(splits)
             ds["n_test"] = None  # the whole test role
-    base["storage"] = str(d / "tune")
+    from rbcray.evaluate.realism import source_family
+
+    compare = [syn] + [p for p in [ctx.out / "generate" / "unet-shards"] if (p / "_manifest.json").is_file()]
+    if len(compare) == 1:
+        ctx.log(f"realism: no second family's samples at {ctx.out / 'generate' / 'unet-shards'}; comparing pix2pixHD only")
+    base["realism"] = {**base.get("realism", {}), "dataset": "chula",
+                       "compare": {source_family(str(p)) or p.name: str(p) for p in compare}}
+    base["storage"] = str(storage_dir)
     if ctx.data_dir is not None:
         base["data_dir"] = str(ctx.data_dir)
-    cfg = from_dict(SweepConfig, base, where=str(DEMO_CONFIG))
+    return from_dict(SweepConfig, base, where=str(DEMO_CONFIG))
+
+
+def evaluate_step(ctx: Any) -> dict[str, Any]:
+    """Demo-scale sweep: 3 models x 5 regimes on Chula + a detector on BCCD, one seed, and the
+    realism comparison of both generator families."""
+    from rbcray.distributed.sweep import run_sweep
+
+    d = ctx.stage_dir("evaluate")
+    cfg = demo_sweep(ctx, d / "tune")
     paths = run_sweep(cfg, str(d), log=ctx.log)
     table = Path(paths["table.md"]).read_text()
     ctx.log(table.split("\n## How")[0])
     ctx.log("\n".join(line for line in table.split("## Splits and leakage")[-1].splitlines() if line.startswith("- **")))
-    return {k: paths[k] for k in ("table.md", "table.csv", "table.png")} | {"trials": str(len(cfg.trials()))}
+    out = {k: paths[k] for k in ("table.md", "table.csv", "table.png")} | {"trials": str(len(cfg.trials()))}
+    if "realism.md" in paths:
+        ctx.log(Path(paths["realism.md"]).read_text())
+        out["realism.md"] = paths["realism.md"]
+    return out

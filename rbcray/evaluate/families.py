@@ -64,14 +64,21 @@ def realism_block(enc: RealEncoder, reference: list[Sample], other: list[Sample]
 
 def side_by_side(enc: RealEncoder, reference: list[Sample], real_other: list[Sample],
                  synthetic: dict[str, list[Sample]], p: CompareParams | None = None, log: Any = None) -> dict[str, Any]:
-    """``{"real_vs_real": block, "<family>": block, ...}`` plus the shared settings under ``"_setup"``."""
+    """``{"real_vs_real": block, "<family>": block, ...}`` plus the shared settings under ``"_setup"``.
+
+    NumPy's BLAS runs single-threaded here: the many small products and eigendecompositions of the
+    resamples were ~20x slower with 2 BLAS threads on a busy 2-core host (threads spin-wait).
+    """
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
     p = p or CompareParams()
     d = median_cell_diameter(reference)
     out: dict[str, Any] = {}
     for name, other in [("real_vs_real", real_other), *synthetic.items()]:
         if log:
             log(f"realism: {name} ({len(other)} images)")
-        out[name] = realism_block(enc, reference, other, p, d)
+        with threadpool_limits(limits=1, user_api="blas"):
+            out[name] = realism_block(enc, reference, other, p, d)
     out["_setup"] = {"reference_images": len(reference), "cell_diameter": round(d, 2),
                      "crop": int(np.ceil(p.c2st.crop_factor * d / 8.0) * 8), "encoder_provenance": enc.provenance}
     return out

@@ -10,23 +10,32 @@ split-half value of the same size beside it.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2))."""
-    from scipy import linalg
+def _psd_sqrt(c: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a PSD matrix (negative round-off eigenvalues clipped to 0)."""
+    w, v = np.linalg.eigh(c)
+    return (v * np.sqrt(np.maximum(w, 0))) @ v.T
 
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)).
+
+    Tr((C_a C_b)^(1/2)) is the sum of the square roots of the eigenvalues of C_a C_b, which equal
+    those of the symmetric PSD matrix C_a^(1/2) C_b C_a^(1/2): two symmetric eigendecompositions
+    instead of a general matrix root (scipy's ``sqrtm``): exact for PSD covariances, real by
+    construction, and about twice as fast at ~200 dimensions (it runs once per bootstrap resample).
+    """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     mu1, mu2 = a.mean(0), b.mean(0)
     c1, c2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # singular covariances (few samples): the usual approximate root
-        covmean = np.asarray(linalg.sqrtm(c1 @ c2)).real
-    return float(max(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean), 0.0))
+    s1 = _psd_sqrt(c1)
+    m = s1 @ c2 @ s1
+    tr_covmean = float(np.sqrt(np.maximum(np.linalg.eigvalsh((m + m.T) / 2), 0)).sum())
+    return float(max(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * tr_covmean, 0.0))
 
 
 def frechet(a: np.ndarray, b: np.ndarray, n_boot: int = 100, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:

@@ -47,6 +47,8 @@ class DatasetPlan:
     splits: Splits | None = None
     #: what the synthetic inputs were learned from, and what the check found
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the whole real training pool (the split's train role), which the realism encoder learns from
+    pool: tuple[int, ...] = ()
 
     @property
     def train_idx(self) -> tuple[int, ...]:
@@ -229,7 +231,13 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
                 "allow_overlap": cfg.allow_overlap,
                 "overlaps": notes,
             }
-        plans[d.name] = DatasetPlan(d.name, d.scale, real, tuple(test), draws, syn, n_syn, tuple(val), sp, prov)
+        plans[d.name] = DatasetPlan(d.name, d.scale, real, tuple(test), draws, syn, n_syn, tuple(val), sp, prov, tuple(pool))
+    rd = cfg.realism_dataset()
+    if rd is not None and rd.name in plans:
+        from rbcray.evaluate.realism import check_sources, held_splits
+
+        # the compared sources are opened and leak-checked now, not after hours of training
+        plans[rd.name].provenance["realism"] = check_sources(cfg, held_splits(plans[rd.name]))
     return SweepPlan(cfg, plans)
 
 

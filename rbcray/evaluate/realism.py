@@ -1,21 +1,32 @@
-"""How real do synthetic images look? (Bailo et al. Table 1, extended; issue 6 item 5.)
+"""How real do synthetic images look? ``rbcray evaluate``'s realism report (issue 13 item 3).
 
-Three measures, real vs synthetic images of one dataset:
+For one dataset (``realism.dataset``), every synthetic source -- the dataset's ``synthetic``
+shards, or each entry of ``realism.compare`` -- is measured against the same real reference with
+the weight-free metrics of :mod:`rbcray.evaluate.families` (C2ST AUC on cell-centred crops with an
+image-bootstrap CI and a permutation p; KID +- its std over subsets, Fréchet distance and PRDC in
+the feature space of one encoder; mask fidelity Dice/AP50 of that encoder's segmenter against the
+conditioning masks), and so is the other half of the real held-out images (``real_vs_real``: the
+scale every number needs).
 
-- **colour inside cells**: per-channel mean and standard deviation of the RGB values of cell
-  pixels (the paper's Table 1 row), over all images of each side;
-- **classifier two-sample test**: a small CNN learns to tell real from synthetic crops; its AUC on
-  crops of held-out images is reported (0.5: indistinguishable, 1.0: always told apart). Images,
-  not crops, are split, so the classifier cannot recognise an image it trained on;
-- **FID / KID** with Inception-v3 pool features, only when the torchvision Inception-v3 weights
-  file is available locally (never downloaded); otherwise a one-line reason. torchvision's
-  Inception-v3 is not the TensorFlow graph of the original FID, so values compare across rbcray
-  runs, not with published FIDs.
+- **Images**: the held-out real images (the sweep's val and test images, at most
+  ``max_images``) are split alternately into a reference half A and a baseline half B; each
+  synthetic source contributes its first (lowest-id) ``len(B)`` samples.
+- **Encoder**: one :class:`~rbcray.evaluate.encoder.RealEncoder` scores everything: the file
+  ``realism.encoder`` (its recorded training images are checked against the held-out images) or
+  one trained here on the dataset's train-role images only; the report records which.
+- **Masks**: real images' masks are derived (``rbcray annotate``), not ground truth; the
+  real-vs-real mask fidelity is the segmenter's own error against them.
+- **Colour inside cells** (Bailo et al. Table 1) per set, and FID/KID with torchvision's
+  Inception-v3 only when its weights file is on disk (never downloaded; compare across rbcray
+  runs only, it is not the TensorFlow graph of the published FID).
+
+``report.json`` holds ``realism: {"<label>": {...}, "real_vs_real": {...}, "_setup": {...}}`` where
+a label is the family name read from a source's manifest (or the ``compare`` key).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +35,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from rbcray import storage
 from rbcray.evaluate.data import Sample
+from rbcray.evaluate.frechet import frechet_distance
+from rbcray.evaluate.kid import mmd2_cubic
 
 INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"  # torchvision's file name for these weights
 
 
-@dataclass(frozen=True)
-class RealismParams:
-    crop: int = 32
-    crops_per_image: int = 8
-    epochs: int = 10
-    seed: int = 0
-
-
-def colour_stats(samples: list[Sample] | tuple[Sample, ...]) -> dict[str, list[float]]:
+def colour_stats(samples: list[Sample] | tuple[Sample, ...]) -> dict[str, Any]:
     """Per-channel mean and std of cell pixels (instances > 0) over ``samples`` (RGB, 0-255)."""
     n = 0
     s1 = np.zeros(3)
@@ -56,86 +62,7 @@ def colour_stats(samples: list[Sample] | tuple[Sample, ...]) -> dict[str, list[f
     return {"mean": [round(float(v), 2) for v in mean], "std": [round(float(v), 2) for v in std], "pixels": int(n)}
 
 
-def random_crops(samples: list[Sample] | tuple[Sample, ...], crop: int, per_image: int, rng: np.random.Generator) -> np.ndarray:
-    """(N, crop, crop, 3) uint8 crops, ``per_image`` from each sample."""
-    out = []
-    for s in samples:
-        h, w = s.shape
-        if h < crop or w < crop:
-            continue
-        for _ in range(per_image):
-            y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-            out.append(s.image[y:y + crop, x:x + crop])
-    return np.stack(out) if out else np.zeros((0, crop, crop, 3), np.uint8)
-
-
-class CropClassifier(nn.Module):
-    """A small CNN: three conv blocks, global average pooling, one logit (synthetic vs real)."""
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c = 3
-        for out in (width, 2 * width, 4 * width):
-            layers += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-            c = out
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(c, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean((2, 3))).squeeze(1)
-
-
-def two_sample_auc(
-    real: list[Sample] | tuple[Sample, ...], synthetic: list[Sample] | tuple[Sample, ...], p: RealismParams | None = None
-) -> dict[str, Any]:
-    """Held-out AUC of a CNN telling real from synthetic crops (half the images of each side train it)."""
-    from sklearn.metrics import roc_auc_score
-
-    p = p or RealismParams()
-    rng = np.random.default_rng([p.seed, 0xC25])
-    if len(real) < 2 or len(synthetic) < 2:
-        return {"auc": None, "note": "needs at least 2 real and 2 synthetic images"}
-
-    def halves(xs: list[Sample] | tuple[Sample, ...]) -> tuple[list[Sample], list[Sample]]:
-        perm = rng.permutation(len(xs))
-        k = len(xs) // 2
-        return [xs[i] for i in perm[:k]], [xs[i] for i in perm[k:]]
-
-    r_tr, r_te = halves(real)
-    s_tr, s_te = halves(synthetic)
-
-    def crops(rs: list[Sample], ss: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        a = random_crops(rs, p.crop, p.crops_per_image, rng)
-        b = random_crops(ss, p.crop, p.crops_per_image, rng)
-        x = torch.from_numpy(np.concatenate([a, b])).permute(0, 3, 1, 2).float().div(255)
-        y = torch.cat([torch.zeros(len(a)), torch.ones(len(b))])
-        return x, y
-
-    x_tr, y_tr = crops(r_tr, s_tr)
-    x_te, y_te = crops(r_te, s_te)
-    if len(x_tr) == 0 or len(x_te) == 0 or y_te.min() == y_te.max():
-        return {"auc": None, "note": f"images smaller than the {p.crop}-pixel crop"}
-    torch.manual_seed(p.seed)
-    model = CropClassifier()
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    loss_fn = nn.BCEWithLogitsLoss()
-    for epoch in range(p.epochs):
-        model.train()
-        order = torch.from_numpy(np.random.default_rng([p.seed, epoch]).permutation(len(x_tr)))
-        for i in range(0, len(order), 32):
-            idx = order[i:i + 32]
-            loss = loss_fn(model(x_tr[idx]), y_tr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        scores = torch.cat([model(x_te[i:i + 256]) for i in range(0, len(x_te), 256)]).numpy()
-    return {"auc": round(float(roc_auc_score(y_te.numpy(), scores)), 4), "train_crops": len(x_tr), "test_crops": len(x_te)}
-
-
-# ----------------------------------------------------------------------------- FID / KID
+# ----------------------------------------------------------------------------- FID / KID (Inception)
 def find_inception_weights(path: str | None = None) -> Path | None:
     """The Inception-v3 weights file: ``path`` if given, else torch hub's checkpoint cache."""
     if path:
@@ -165,80 +92,186 @@ def inception_features(samples: list[Sample] | tuple[Sample, ...], weights: Path
     return np.concatenate(feats).astype(np.float64)
 
 
-def fid(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets."""
-    import warnings
-
-    from scipy import linalg
-
-    mu1, mu2 = a.mean(0), b.mean(0)
-    c1, c2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with warnings.catch_warnings():
-        # fewer images than feature dimensions make the covariances singular; sqrtm still
-        # returns the usual (approximate) root, as in every FID implementation
-        warnings.simplefilter("ignore")
-        covmean = np.asarray(linalg.sqrtm(c1 @ c2)).real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean))
-
-
-def kid(a: np.ndarray, b: np.ndarray) -> float:
-    """Kernel Inception Distance: unbiased MMD² with the cubic kernel (x·y / d + 1)³."""
-    d = a.shape[1]
-    kxx = (a @ a.T / d + 1) ** 3
-    kyy = (b @ b.T / d + 1) ** 3
-    kxy = (a @ b.T / d + 1) ** 3
-    m, n = len(a), len(b)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean())
-
-
 def fid_kid(real: list[Sample] | tuple[Sample, ...], synthetic: list[Sample] | tuple[Sample, ...], weights: str | None) -> dict[str, Any]:
-    """FID and KID, or ``{"note": why not}`` when the weights are absent or too few images."""
+    """Inception FID and KID (the formulas of :mod:`.frechet` / :mod:`.kid`), or ``{"note": why not}``."""
     path = find_inception_weights(weights)
     if path is None or not path.is_file():
         where = path or Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
-        return {"fid": None, "kid": None, "note": f"FID/KID not computed: Inception-v3 weights not found at {where} "
+        return {"fid": None, "kid": None, "note": f"Inception FID/KID not computed: weights not found at {where} "
                 f"(rbcray never downloads; put torchvision's {INCEPTION_FILE} there or set realism.inception_weights)"}
     if len(real) < 2 or len(synthetic) < 2:
         return {"fid": None, "kid": None, "note": "FID/KID need at least 2 images per side"}
     fr, fs = inception_features(real, path), inception_features(synthetic, path)
-    return {"fid": round(fid(fr, fs), 3), "kid": round(kid(fr, fs), 5), "n_real": len(real), "n_synthetic": len(synthetic),
-            "note": "torchvision Inception-v3 features; compare across rbcray runs only"}
+    return {"fid": round(frechet_distance(fr, fs), 3), "kid": round(mmd2_cubic(fr, fs), 5), "n_real": len(real),
+            "n_synthetic": len(synthetic), "note": "torchvision Inception-v3 features; compare across rbcray runs only"}
 
 
-def realism_report(
-    name: str, real: list[Sample] | tuple[Sample, ...], synthetic: list[Sample] | tuple[Sample, ...],
-    p: RealismParams, inception_weights: str | None,
-) -> dict[str, Any]:
-    """All three measures for one dataset."""
-    return {
-        "dataset": name,
-        "n_real": len(real),
-        "n_synthetic": len(synthetic),
-        "colour_inside_cells": {"real": colour_stats(real), "synthetic": colour_stats(synthetic)},
-        "two_sample_test": two_sample_auc(real, synthetic, p),
-        "fid_kid": fid_kid(real, synthetic, inception_weights),
-    }
+# ----------------------------------------------------------------------------- sources
+def source_family(uri: str) -> str | None:
+    """The generator family of synthetic shards: their manifest's ``family``, else the format of
+    the checkpoint it names (older outputs); None for a dataset folder or an unreadable record."""
+    from rbcray.errors import RbcrayError
+
+    try:
+        m = json.loads(storage.read_bytes(storage.join(uri, "_manifest.json")))
+    except (OSError, ValueError, RbcrayError):
+        return None
+    if m.get("family"):
+        return str(m["family"])
+    ck = m.get("checkpoint")
+    if not ck:
+        return None
+    from rbcray.models.registry import get_family, list_families
+
+    for rel in ("model/model.json", "model.json"):
+        try:
+            fmt = json.loads(storage.read_bytes(storage.join(ck, rel))).get("format")
+        except (OSError, ValueError, RbcrayError):
+            continue
+        return next((f for f in list_families() if get_family(f).model_format == fmt), None)
+    return None
 
 
-def realism_markdown(reports: list[dict[str, Any]]) -> str:
-    """The realism section of ``table.md`` / ``realism.md``."""
-    lines = ["## Image realism (real vs synthetic)", ""]
-    for r in reports:
-        c = r["colour_inside_cells"]
-        t = r["two_sample_test"]
-        f = r["fid_kid"]
-        lines += [
-            f"**{r['dataset']}** ({r['n_real']} real, {r['n_synthetic']} synthetic images)",
-            "",
-            "| | mean R, G, B inside cells | std R, G, B inside cells |",
-            "|---|---|---|",
-            f"| real | {', '.join(f'{v:.1f}' for v in c['real']['mean'])} | {', '.join(f'{v:.1f}' for v in c['real']['std'])} |",
-            f"| synthetic | {', '.join(f'{v:.1f}' for v in c['synthetic']['mean'])} | "
-            f"{', '.join(f'{v:.1f}' for v in c['synthetic']['std'])} |",
-            "",
-            f"- Classifier two-sample test, held-out AUC: {t['auc'] if t.get('auc') is not None else 'n/a (' + t['note'] + ')'}"
-            " (0.5 = indistinguishable).",
-            f"- FID: {f['fid']}, KID: {f['kid']}." if f.get("fid") is not None else f"- {f['note']}.",
-            "",
-        ]
-    return "\n".join(lines)
+def realism_sources(cfg: Any) -> dict[str, str]:
+    """label -> URI of the synthetic sources compared (see :class:`~rbcray.evaluate.config.RealismConfig`)."""
+    d = cfg.realism_dataset()
+    if d is None:
+        return {}
+    if cfg.realism.compare:
+        return dict(cfg.realism.compare)
+    if d.synthetic is None:
+        return {}
+    return {source_family(d.synthetic) or "synthetic": d.synthetic}
+
+
+def check_sources(cfg: Any, held: Any) -> dict[str, Any]:
+    """Open every compared source and check what it learned from against ``held`` (a Splits of
+    the held-out images) before any training; returns label -> provenance for the report."""
+    from rbcray.evaluate.data import open_synthetic
+    from rbcray.evaluate.leakage import check_leakage, synthetic_provenance
+
+    d = cfg.realism_dataset()
+    out = {}
+    for label, uri in realism_sources(cfg).items():
+        src = open_synthetic(uri)
+        records, unrecorded = synthetic_provenance(uri, src.kind)
+        notes = check_leakage(d.name, uri, records, unrecorded, held, cfg.allow_overlap)
+        out[label] = {"uri": uri, "family": source_family(uri), "count": src.count, "overlaps": notes}
+    return out
+
+
+# ----------------------------------------------------------------------------- the report
+def _encoder(cfg: Any, plan: Any, held: Any, log: Any) -> Any:
+    """The encoder of every metric: the configured file (checked) or one trained on train-role images."""
+    from rbcray.data.provenance import check_no_overlap, provenance_record
+    from rbcray.errors import DataError
+    from rbcray.evaluate.encoder import EncoderConfig, RealEncoder
+
+    r = cfg.realism
+    if r.encoder:
+        enc = RealEncoder.load(r.encoder)
+        if not cfg.allow_overlap:
+            try:
+                check_no_overlap(enc.provenance, held)
+            except DataError as e:
+                raise DataError(f"realism.encoder {r.encoder}: {e}") from None
+        return enc, {"source": "file", "path": r.encoder, "provenance": enc.provenance}
+    pool = list(plan.pool)[: r.max_train_images]
+    train = [plan.real.load(i, plan.scale) for i in pool]
+    stems = [plan.real.names[i] for i in pool]
+    prov = provenance_record(plan.real.dataset_name or plan.name, stems, splits=plan.splits, role="train")
+    log(f"realism: training the real-image encoder on {len(train)} train-role images ({r.encoder_steps} steps)")
+    enc = RealEncoder.train(train, EncoderConfig(crop=r.encoder_crop, steps=r.encoder_steps, seed=cfg.bootstrap_seed), provenance=prov)
+    return enc, {"source": "trained in this evaluation", "path": None, "steps": r.encoder_steps, "provenance": prov}
+
+
+def realism_report(cfg: Any, plan: Any, bundle: Any, sources: dict[str, Any], log: Any = print) -> dict[str, Any]:
+    """The realism section of ``report.json`` for ``cfg.realism_dataset()`` (see the module docstring)."""
+    from rbcray.evaluate.c2st import C2STParams
+    from rbcray.evaluate.data import load_synthetic, open_synthetic
+    from rbcray.evaluate.families import CompareParams, side_by_side
+
+    r = cfg.realism
+    held_samples = sorted((*bundle.val, *bundle.test), key=lambda s: (len(s.name), s.name))[: r.max_images]
+    held_samples = [s for s in held_samples if s.instances is not None]
+    if len(held_samples) < 4:
+        return {"_setup": {"dataset": bundle.name, "note": f"realism needs >= 4 held-out real images with masks, "
+                           f"found {len(held_samples)}"}}
+    ref, other = held_samples[0::2], held_samples[1::2]
+    synthetic: dict[str, list[Sample]] = {}
+    for label, info in sources.items():
+        n = min(len(other), info["count"])
+        syn = bundle.synthetic if info["uri"] == cfg.realism_dataset().synthetic and len(bundle.synthetic) >= n else None
+        synthetic[label] = list(syn[:n]) if syn is not None else load_synthetic(open_synthetic(info["uri"]), n, plan.scale)
+    enc, enc_info = _encoder(cfg, plan, held_splits(plan), log)
+    params = CompareParams(c2st=C2STParams(crop_factor=r.crop_factor, max_crops_per_image=r.max_crops_per_image, epochs=r.epochs,
+                                           n_boot=r.n_boot, n_perm=r.n_perm, seed=cfg.bootstrap_seed),
+                           kid_subsets=r.kid_subsets, n_boot=r.n_boot, seed=cfg.bootstrap_seed)
+    out = side_by_side(enc, ref, other, synthetic, params, log=log)
+    for label, block in out.items():
+        if label.startswith("_"):
+            continue
+        sset = other if label == "real_vs_real" else synthetic[label]
+        block["colour_inside_cells"] = colour_stats(sset)
+        block["inception"] = fid_kid(ref, sset, r.inception_weights)
+        if label != "real_vs_real":
+            block.update(family=sources[label]["family"], source=sources[label]["uri"], overlaps=sources[label]["overlaps"])
+        else:
+            block["note"] = "the other half of the held-out real images; masks derived ('rbcray annotate'), not ground truth"
+    out["_setup"].update(dataset=bundle.name, encoder=enc_info, reference=[s.name for s in ref], baseline=[s.name for s in other],
+                         colour_reference=colour_stats(ref), held_out="val + test images of the sweep")
+    return out
+
+
+def held_splits(plan: Any) -> Any:
+    """The held-out images of a dataset plan as a Splits (the split file's, or the test images used)."""
+    from rbcray.data.splits import Splits
+
+    if plan.splits is not None:
+        return plan.splits
+    names = plan.real.names
+    return Splits(dataset=plan.real.dataset_name, roles={"val": tuple(names[i] for i in plan.val_idx),
+                                                         "test": tuple(names[i] for i in plan.test_idx)})
+
+
+def realism_markdown(report: dict[str, Any]) -> str:
+    """``realism.md`` (and the realism section of ``table.md``): one row per set, every interval."""
+    from rbcray.evaluate.families import markdown_table
+
+    st = report.get("_setup", {})
+    lines = [f"## Image realism: {st.get('dataset', '')} (weight-free metrics, real vs real beside)", ""]
+    if "note" in st:
+        return "\n".join(lines + [f"Not computed: {st['note']}.", ""])
+    enc = st["encoder"]
+    blocks = {k: v for k, v in report.items() if not k.startswith("_")}
+    lines += [
+        f"Reference: {len(st['reference'])} held-out real images; each row compares {len(st['baseline'])} images with it "
+        f"(real_vs_real: the other held-out half). Cell-centred crops of {st['crop']} px (median cell "
+        f"{st['cell_diameter']} px). Encoder/segmenter: {enc['source']}"
+        + (f" ({enc['path']})" if enc.get("path") else "")
+        + f", learned from {enc['provenance'].get('n_images', '?')} real {enc['provenance'].get('split', '?')} images only.",
+        "",
+        markdown_table(report),
+        "",
+        "C2ST: 0.5 = indistinguishable; KID ~ 0 and Fréchet as low as real_vs_real = as close as two real halves. "
+        "Mask fidelity rests on derived masks (not ground truth); real_vs_real's is the segmenter's own error.",
+        "",
+        "| | family | mean R, G, B inside cells | std R, G, B inside cells |",
+        "|---|---|---|---|",
+        f"| reference | real | {', '.join(f'{v:.1f}' for v in st['colour_reference']['mean'])} | "
+        f"{', '.join(f'{v:.1f}' for v in st['colour_reference']['std'])} |",
+    ]
+    for name, b in blocks.items():
+        c = b["colour_inside_cells"]
+        lines.append(f"| {name} | {b.get('family') or ('real' if name == 'real_vs_real' else '?')} | "
+                     f"{', '.join(f'{v:.1f}' for v in c['mean'])} | {', '.join(f'{v:.1f}' for v in c['std'])} |")
+    inc = [(n, b["inception"]) for n, b in blocks.items()]
+    lines.append("")
+    if all(i.get("fid") is None for _, i in inc):
+        lines.append(f"- {inc[0][1]['note']}." if inc else "")
+    else:
+        lines += [f"- {n}: Inception FID {i['fid']}, KID {i['kid']}." for n, i in inc if i.get("fid") is not None]
+    for name, b in blocks.items():
+        if b.get("overlaps"):
+            lines.append(f"- {name}: --allow-overlap: {b['overlaps'][0]}")
+    return "\n".join(lines + [""])

@@ -4,6 +4,11 @@ Uses what earlier steps wrote: the trained pix2pixHD (``train/run``), the shape 
 (``masks/shapes.parquet``) and the statistics (``stats/stats.json``). Writes Parquet shards plus a
 PNG tree and per-shard COCO fragments to ``generate/shards`` through the Ray Data pipeline, runs
 ``rbcray verify`` on them and saves a picture of a few samples (image | colour mask).
+
+A few samples of the second family's model (``train/unet``, unet-wgangp) go to
+``generate/unet-shards`` from the same bank, statistics and placement: the evaluation compares
+both families' realism with them (the downstream table trains on the pix2pixHD shards only); so
+few are written in this process (``run_local``) rather than on Ray.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from rbcray.errors import DataError
 
 DEMO_SAMPLES = 32
 DEMO_SHARD = 8
+#: unet-wgangp samples: at least the realism comparison's baseline half of the held-out images
+UNET_SAMPLES = 8
 
 
 def generate_step(ctx: DemoContext) -> dict[str, Any]:
     from rbcray.distributed.generate import run_ray
     from rbcray.generate.config import GenerateConfig
-    from rbcray.generate.engine import prepare
+    from rbcray.generate.engine import prepare, run_local
     from rbcray.generate.verify import verify_output
     from rbcray.io import decode_png, write_png
 
@@ -50,9 +57,21 @@ def generate_step(ctx: DemoContext) -> dict[str, Any]:
         col = decode_png((out / "_png" / "masks" / name).read_bytes())
         rows.append(np.concatenate([img, col], axis=1))
     write_png(d / "samples.png", np.concatenate(rows, axis=0))
+    unet = {}
+    if (ctx.out / "train" / "unet").exists():
+        uout = d / "unet-shards"
+        ucfg = from_dict(GenerateConfig, {**{k: str(v) for k, v in inputs.items()}, "checkpoint": str(ctx.out / "train" / "unet"),
+                                          "out": str(uout), "num_samples": UNET_SAMPLES, "seed": 0, "shard_size": UNET_SAMPLES,
+                                          "progress": False})
+        um = run_local(prepare(ucfg, ctx.log), log=ctx.log)  # 8 samples: in this process, no actor start-up
+        ures = verify_output(str(uout))
+        if ures["problems"]:
+            raise DataError(f"{uout}: verify found {len(ures['problems'])} problem(s), first: {ures['problems'][0]}")
+        unet = {"unet_shards": str(uout), "unet_samples": f"{um['n_samples']} (unet-wgangp), verified"}
     return {
         "shards": str(out),
         "samples": f"{manifest['n_samples']} in {manifest['n_shards']} shards, verified",
         "samples_per_s": f"{manifest['summary']['new_samples'] / max(manifest['summary']['seconds'], 1e-9):.2f}",
         "picture": str(d / "samples.png"),
+        **unet,
     }

@@ -80,6 +80,8 @@ class RunPlan:
     lease: Lease | None = None
     #: the real images the generator, shape bank and statistics learned from (rbcray.data.provenance)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the generator's family (registry name), recorded in the manifest
+    family: str = ""
 
     @property
     def todo(self) -> list[S.Shard]:
@@ -201,7 +203,8 @@ def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> R
         provenance["params"] = json.loads(_read(cfg.params, "calibration params (from 'rbcray calibrate')")).get("provenance")
     if encoder_prov is not None:  # the quality gate's segmenter learned from real images too
         provenance["quality_encoder"] = encoder_prov
-    return RunPlan(cfg, synth.to_dict(), per_shard, shards, done, ckpt_sha, bank.sha256, num_styles, plan, lease, provenance)
+    return RunPlan(cfg, synth.to_dict(), per_shard, shards, done, ckpt_sha, bank.sha256, num_styles, plan, lease, provenance,
+                   _family.name)
 
 
 # ----------------------------------------------------------------------------- payloads
@@ -358,6 +361,7 @@ def finish(plan: RunPlan, entries: list[dict[str, Any]], seconds: float, stage_s
             "per_shard": plan.per_shard,
             "plan_id": plan.plan_id,
             "checkpoint": plan.cfg.checkpoint,
+            "family": plan.family or None,
             "checkpoint_sha256": plan.checkpoint_sha256,
             "shapes": plan.cfg.shapes,
             "shapes_sha256": plan.shapes_sha256,

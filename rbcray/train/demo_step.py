@@ -6,6 +6,11 @@ role of ``split/splits.json`` only, then renders what the model makes: the last 
 grid (mask | real | generated), a styles grid (one mask in every style cluster, the paper's
 Fig. 6) and held-out (test-split) masks translated with seeded random styles beside their real
 images. The run folder ``train/run`` is what ``rbcray generate --checkpoint`` reads.
+
+Then the second generator family, unet-wgangp (its ``demo`` preset, cut to
+:data:`UNET_EPOCHS` epochs: about a CPU-minute), on the same train role, in this process without
+Ray, into ``train/unet``: the generate step renders a few samples with it for the evaluation's
+realism comparison of the two families (not for the downstream table).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Any
 import numpy as np
 
 from rbcray.demo import DemoContext
+
+#: unet-wgangp's demo training: epochs of its ``demo`` preset (128 crops each)
+UNET_EPOCHS = 3
 
 
 def dataset_dir(ctx: DemoContext):
@@ -68,6 +76,8 @@ def train_step(ctx: DemoContext) -> dict[str, Any]:
     reals = [read_image(ds.image_path(s)) for s in stems]
     write_png(d / "generated.png", tile([x for r, f in zip(reals, fakes) for x in (r, f)], 2))
 
+    unet = train_unet(ctx, data, splits)
+
     def mean_rgb(images: list[np.ndarray]) -> list[float]:
         return np.mean([im.reshape(-1, 3).mean(0) for im in images], axis=0).round(1).tolist()
 
@@ -83,4 +93,20 @@ def train_step(ctx: DemoContext) -> dict[str, Any]:
         "generated": str(d / "generated.png"),
         "generated_mean_rgb": mean_rgb(fakes),
         "real_mean_rgb": mean_rgb(reals),
+        **unet,
     }
+
+
+def train_unet(ctx: DemoContext, data, splits) -> dict[str, Any]:
+    """unet-wgangp at demo scale (see the module docstring) into ``train/unet``."""
+    from rbcray.cli.train_cmds import resolve_config
+    from rbcray.config import replace
+    from rbcray.train.runner import train
+
+    run = ctx.out / "train" / "unet"
+    cfg = replace(resolve_config("demo", "unet-wgangp"), epochs=UNET_EPOCHS)
+    t0 = time.perf_counter()
+    summary = train(cfg, data, str(run), log=ctx.log, splits=splits, role="train")
+    last = summary["history"][-1]
+    return {"unet_checkpoint": str(run), "unet_epochs": last["epoch"], "unet_train_seconds": round(time.perf_counter() - t0, 1),
+            "unet_last_G_L1": round(last.get("G_L1", float("nan")), 4)}

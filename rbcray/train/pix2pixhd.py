@@ -71,6 +71,14 @@ class Pix2PixHDTrainConfig:
     #: false: VGG19 sees images in [-1, 1] as NVIDIA's pix2pixHD feeds it (its VGGLoss applies no
     #: normalisation); true: mapped to [0, 1] and normalised with ImageNet's mean and std
     vgg_imagenet_norm: bool = False
+    #: training on a few dozen images (issue 13; all off in the paper's recipe):
+    #: DiffAugment policy for D's inputs, comma-separated of color, translation, cutout ('' off)
+    diffaug: str = ""
+    #: R1 penalty on real pairs (gamma / 2 * ||grad D(real)||^2, summed over D's scales; 0 off)
+    r1_gamma: float = 0.0
+    #: EMA of G's (and E's) weights, used for samples, style clusters and the exported model
+    #: (0: no EMA, the raw weights); each stage starts its own average
+    ema_decay: float = 0.0
     #: K-means clusters per class for style control
     style_clusters: int = 10
     #: how generation draws a region's style cluster: ``uniform`` over the class's clusters (the
@@ -102,6 +110,11 @@ class Pix2PixHDTrainConfig:
         check(self.style_clusters >= 1, f"style_clusters must be >= 1, got {self.style_clusters}")
         check(self.checkpoint_every >= 1 and self.keep_checkpoints >= 1, "checkpoint_every and keep_checkpoints must be >= 1")
         check(self.grid_samples >= 1, "grid_samples must be >= 1")
+        check(self.r1_gamma >= 0, f"r1_gamma must be >= 0, got {self.r1_gamma}")
+        check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        from rbcray.train.diffaug import parse_policy
+
+        parse_policy(self.diffaug)
 
     @property
     def total_stage2(self) -> int:

@@ -70,8 +70,9 @@ def working_scale(trainer: Trainer) -> tuple[float, float]:
 @torch.no_grad()
 def encode_regions(trainer: Trainer, log: Callable[[str], None] = print) -> dict[int, np.ndarray]:
     """Per-class (N, feat_nc) encoder features of every region of every training image (class 0 = background)."""
-    model, dev = trainer.model, trainer.device
+    model, dev = trainer.inference_model, trainer.device  # the exported E (the EMA copy when there is one)
     assert model.E is not None
+    was_training = model.training
     model.eval()
     sx, sy = working_scale(trainer)
     out: dict[int, list[np.ndarray]] = {}
@@ -89,7 +90,7 @@ def encode_regions(trainer: Trainer, log: Callable[[str], None] = print) -> dict
         f = feats.cpu().numpy()
         for c in np.unique(cls):
             out.setdefault(int(c), []).append(f[cls == c])
-    model.train()
+    model.train(was_training)
     res = {c: np.concatenate(v) for c, v in out.items()}
     log("style features: " + ", ".join(f"class {c}: {len(v)} regions" for c, v in sorted(res.items())))
     return res
@@ -119,9 +120,10 @@ def export_model(trainer: Trainer, out: str, log: Callable[[str], None] = print,
     if trainer.model.E is not None:
         bank = fit_styles(encode_regions(trainer, log), cfg.model.num_classes, cfg.model.feat_nc, cfg.style_clusters, cfg.seed)
         files["styles.npz"] = bank.to_bytes()
+    model = trainer.inference_model  # the EMA weights when ema_decay > 0
     weights = {
-        "G": trainer.model.G.state_dict(),
-        "E": trainer.model.E.state_dict() if trainer.model.E is not None else None,
+        "G": model.G.state_dict(),
+        "E": model.E.state_dict() if model.E is not None else None,
         "stage": trainer.model.stage,
         "epoch": trainer.epoch,
     }
@@ -138,6 +140,7 @@ def export_model(trainer: Trainer, out: str, log: Callable[[str], None] = print,
         "epoch": trainer.epoch,
         "stage": trainer.model.stage,
         "style_clusters": cfg.style_clusters if "styles.npz" in files else 0,
+        "weights": "ema" if trainer.ema is not None else "raw",
         "resumed_at_epochs": trainer.resumes,
         "provenance": trainer.provenance,
         "history": trainer.history,

@@ -6,7 +6,13 @@ One iteration is two explicit phases (stylegan3's Gmain / Dmain), as in pix2pixH
   with its parameters frozen, scores real and fake in one pass; G's loss is adversarial +
   lambda_fm * feature matching + lambda_vgg * VGG19. Step G and E.
 - **Dmain**: D scores real and the detached fake in one pass (one forward per backward keeps DDP
-  happy); LSGAN or hinge loss, halved as in pix2pixHD. Step D.
+  happy); LSGAN or hinge loss, halved as in pix2pixHD [+ r1_gamma / 2 * R1 on the real pairs, from
+  a separate pass of the unwrapped D whose gradients accumulate before DDP's all-reduce]. Step D.
+
+Few-image options (issue 13; off in the paper config): ``diffaug`` transforms every pair D sees
+(:mod:`rbcray.train.diffaug`; in Gmain a fake and its real get the same transform, so feature
+matching compares like with like), ``r1_gamma`` and ``ema_decay`` (an EMA copy of G and E, used
+for preview grids, style clusters and the exported model; reset at the stage switch, where G2 is new).
 
 Under ``torch.distributed`` (Ray Train's process group) the generator side and D are wrapped in
 DistributedDataParallel and re-wrapped whenever the set of trainable parameters changes (stage 2,
@@ -16,6 +22,7 @@ unfreezing G1); metrics are averaged over ranks. On GPU: bf16 autocast and chann
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import time
 from pathlib import Path
@@ -33,10 +40,11 @@ from rbcray.models.pix2pixhd.inference import pick_device
 from rbcray.models.pix2pixhd.inputs import generator_input
 from rbcray.models.pix2pixhd.losses import VGGLoss, feature_matching_loss, gan_loss, resolve_vgg_weights
 from rbcray.models.pix2pixhd.model import Pix2PixHD, build_discriminator
+from rbcray.train.diffaug import diff_augment, parse_policy
 from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig, config_json
 from rbcray.train.pix2pixhd_data import CropSpec, PairDataset, check_pairs, collate
 
-LOSS_KEYS = ("G_GAN", "G_FM", "G_VGG", "D_real", "D_fake", "L1")
+LOSS_KEYS = ("G_GAN", "G_FM", "G_VGG", "D_real", "D_fake", "D_r1", "L1")
 
 
 def open_dataset(data: str | Path) -> Dataset:
@@ -91,7 +99,30 @@ class Trainer:
         self.stats: dict[str, Any] | None = None
         self._trainable: tuple[int, bool] | None = None  # (stage, G1 frozen) the wrappers were built for
         self._cache: dict | None = {} if cfg.cache_images else None  # decoded samples, kept across epochs
+        self.policy = parse_policy(cfg.diffaug)
+        self.ema: Pix2PixHD | None = None
+        self._reset_ema()
         self._new_optimizers()
+
+    # ------------------------------------------------------------------ EMA
+    def _reset_ema(self) -> None:
+        """A fresh EMA copy of the current model (at the start and at the stage switch)."""
+        if self.cfg.ema_decay > 0:
+            self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        for pe, p in zip(self.ema.parameters(), self.model.parameters()):
+            pe.lerp_(p, 1 - self.cfg.ema_decay)
+        for be, b in zip(self.ema.buffers(), self.model.buffers()):  # norm statistics: copied, not averaged
+            be.copy_(b)
+
+    @property
+    def inference_model(self) -> Pix2PixHD:
+        """The model used for samples, style clusters and export: the EMA copy when there is one."""
+        return self.ema if self.ema is not None else self.model
 
     # ------------------------------------------------------------------ set-up per epoch
     def _new_optimizers(self) -> None:
@@ -120,6 +151,7 @@ class Trainer:
             self.model.to_stage2()
             self.model.to(self.device)
             self._new_optimizers()  # stage 2 starts its own Adam state and lr schedule (pix2pixHD)
+            self._reset_ema()  # and its own average (G2 is new; G1's average would lag its frozen weights)
         # only the local enhancer's first epochs freeze G1; the global recipe trains G throughout
         frozen = stage == 2 and c.model.generator == "global+local" and epoch - c.stage1_epochs < c.freeze_global_epochs
         for p in self.model.global_generator.parameters():
@@ -174,7 +206,10 @@ class Trainer:
         self.D.requires_grad_(False)  # D is a fixed critic in this phase; no D gradients
         with self._autocast():
             fake = self.G_run(inst, classes, real)
-            both = self.D(self._d_input(torch.cat([label, label]), torch.cat([fake, real])))
+            lab2, pair = torch.cat([label, label]), torch.cat([fake, real])
+            if self.policy:  # the same transform for fake i and real i: feature matching compares like with like
+                lab2, pair = paired_augment(lab2, pair, self.policy)
+            both = self.D(self._d_input(lab2, pair))
             pred_fake = [[t[: len(fake)] for t in s] for s in both]
             pred_real = [[t[len(fake) :] for t in s] for s in both]
             losses = {
@@ -186,6 +221,7 @@ class Trainer:
         self.opt_G.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         self.opt_G.step()
+        self._update_ema()
         self.D.requires_grad_(True)
         losses["L1"] = (fake.detach().float() - real).abs().mean()
         return fake.detach(), losses
@@ -194,14 +230,20 @@ class Trainer:
         """Discriminator update on real vs the detached fake."""
         c = self.cfg
         label = generator_input(inst, classes, None, c.model.num_classes)
+        lab2, pair = diff_augment(torch.cat([label, label]), torch.cat([fake, real]), self.policy)
+        self.opt_D.zero_grad(set_to_none=True)
+        if c.r1_gamma > 0:  # its own pass of the unwrapped D; the gradients add up before DDP's all-reduce
+            r1 = r1_penalty(self.D, lab2[len(fake):], pair[len(fake):].float())
+            (0.5 * c.r1_gamma * r1).backward()
         with self._autocast():
-            both = self.D_run(self._d_input(torch.cat([label, label]), torch.cat([fake, real])))
+            both = self.D_run(self._d_input(lab2, pair))
             pred_fake = [[t[: len(fake)] for t in s] for s in both]
             pred_real = [[t[len(fake) :] for t in s] for s in both]
             losses = {"D_fake": gan_loss(pred_fake, False, c.gan_mode), "D_real": gan_loss(pred_real, True, c.gan_mode)}
-        self.opt_D.zero_grad(set_to_none=True)
         (0.5 * (losses["D_fake"] + losses["D_real"])).backward()
         self.opt_D.step()
+        if c.r1_gamma > 0:
+            losses["D_r1"] = r1.detach()
         return losses
 
     # ------------------------------------------------------------------ epoch
@@ -235,7 +277,8 @@ class Trainer:
             dist.all_reduce(sec, op=dist.ReduceOp.MAX)
             seconds = float(sec.item())
         count = max(float(sums[-1]), 1.0)
-        m: dict[str, Any] = {k: float(sums[i]) / count for i, k in enumerate(LOSS_KEYS) if k != "G_VGG" or self.vgg is not None}
+        absent = {"G_VGG": self.vgg is None, "D_r1": self.cfg.r1_gamma == 0}
+        m: dict[str, Any] = {k: float(sums[i]) / count for i, k in enumerate(LOSS_KEYS) if not absent.get(k)}
         m.update(epoch=epoch + 1, stage=self.cfg.stage_of(epoch), lr=self.cfg.lr_at(epoch), images=int(count),
                  seconds=seconds, img_s=count / max(seconds, 1e-9), time=time.time())
         self.epoch += 1
@@ -259,7 +302,7 @@ class Trainer:
         from rbcray.train.pix2pixhd_export import grid_png
 
         inst, classes, real = self.preview_batch()
-        fake = self.model(inst.to(self.device), classes.to(self.device), real.to(self.device)).float().cpu()
+        fake = self.inference_model(inst.to(self.device), classes.to(self.device), real.to(self.device)).float().cpu()
         return grid_png(inst.numpy(), real, fake)
 
     # ------------------------------------------------------------------ state
@@ -274,6 +317,8 @@ class Trainer:
             "G": self.model.G.state_dict(),
             "E": self.model.E.state_dict() if self.model.E is not None else None,
             "D": self.D.state_dict(),
+            "G_ema": self.ema.G.state_dict() if self.ema is not None else None,
+            "E_ema": self.ema.E.state_dict() if self.ema is not None and self.ema.E is not None else None,
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
             "config": config_json(self.cfg),
@@ -304,6 +349,11 @@ class Trainer:
             self.model.G.load_state_dict(state["G"])
             if self.model.E is not None:
                 self.model.E.load_state_dict(state["E"])
+            self._reset_ema()
+            if self.ema is not None:  # a checkpoint without an average (EMA newly on) starts it from the weights
+                self.ema.G.load_state_dict(state.get("G_ema") or state["G"])
+                if self.ema.E is not None:
+                    self.ema.E.load_state_dict(state.get("E_ema") or state["E"])
             self.D.load_state_dict(state["D"])
             self.opt_G.load_state_dict(state["opt_G"])
             self.opt_D.load_state_dict(state["opt_D"])
@@ -314,3 +364,27 @@ class Trainer:
         self.resumes = json.loads(state.get("resumes", "[]"))
         self.stats = json.loads(state["stats"]) if state.get("stats") else None
         self._trainable = None
+
+
+def paired_augment(label: torch.Tensor, pair: torch.Tensor, policy: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """DiffAugment a batch whose two halves are (fake, real) of the same labels, with one draw of
+    the transform parameters per pair: the RNG state is replayed for the second half."""
+    n = len(pair) // 2
+    dev = pair.device
+    state = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else torch.get_rng_state()
+    la, a = diff_augment(label[:n], pair[:n], policy)
+    if dev.type == "cuda":
+        torch.cuda.set_rng_state(state, dev)
+    else:
+        torch.set_rng_state(state)
+    lb, b = diff_augment(label[n:], pair[n:], policy)
+    return torch.cat([la, lb]), torch.cat([a, b])
+
+
+def r1_penalty(D: torch.nn.Module, label: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mescheder et al. 2018 for the multiscale D: mean over samples of ||grad_x sum_scales D(label, x)||^2
+    at the real images (each scale's patch outputs summed)."""
+    x = real.detach().requires_grad_(True)
+    out = D(torch.cat([label, x.to(label.dtype)], dim=1))
+    (grad,) = torch.autograd.grad(sum(s[-1].sum() for s in out), x, create_graph=True)
+    return grad.flatten(1).pow(2).sum(dim=1).mean()
