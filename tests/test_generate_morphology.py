@@ -90,9 +90,11 @@ def test_all_kept_labels_reach_boxes_coco_and_manifest(runs, tmp_path) -> None:
     from pycocotools.coco import COCO
 
     from rbcray.data.morphology import coco_from_subcategories, coco_with_subcategories
+    from rbcray.generate.verify import check_shard
 
     out = runs["all"]
     assert verify_output(str(out))["problems"] == []
+    assert all(check_shard(str(out), e) == [] for e in _manifest(out)["shards"])  # what verify --deep runs per shard
     rows = _rows(out)
     m = _manifest(out)["morphology"]
     tried = {7: 0, 9: 0}
