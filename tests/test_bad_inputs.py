@@ -184,6 +184,16 @@ def world(tmp_path_factory, inputs) -> World:
                  "--num-samples", "2", "--width", "64", "--height", "64", "--out", str(p["gen-run"]), "--local",
                  "--no-progress"]) == 0
 
+    # morphology models for 'generate --morphology': a teardrop UNIT, a classifier, a truncated UNIT
+    from morph_fixtures import make_classifier, make_unit
+
+    p["unit-teardrop"] = Path(make_unit(root / "unit-teardrop", 7))
+    p["morph-clf"] = Path(make_classifier(root / "morph-clf"))
+    p["unit-truncated"] = root / "unit-truncated"
+    shutil.copytree(p["unit-teardrop"], p["unit-truncated"])
+    u = p["unit-truncated"] / "unit.pt"
+    u.write_bytes(u.read_bytes()[:500])
+
     p["a-file"] = root / "a-file"
     p["a-file"].write_text("x")
     p["full"] = root / "full"
@@ -204,6 +214,11 @@ class Case:
 
 def _out(w: World, name: str) -> str:
     return str(w.root / "outs" / name)
+
+
+def _gen_morph(w: World, name: str, extra: Callable[[World], list[str]]) -> list[str]:
+    return ["generate", "--checkpoint", w["model"], "--shapes", w["shapes"], "--stats", w["stats"], "--num-samples", "2",
+            "--width", "64", "--height", "64", "--out", _out(w, f"gm-{name}"), "--local", *extra(w)]
 
 
 CASES = [
@@ -325,6 +340,36 @@ CASES = [
                                                       w["stats"], "--num-samples", "2", "--width", "64", "--height", "64",
                                                       "--seed", "1", "--out", w["gen-run"], "--local"],
          lambda w: f"{w['gen-run']}: holds a run with a different configuration"),
+    # generate --morphology
+    *[Case(f"generate-morphology-{name}", lambda w, name=name, extra=extra: _gen_morph(w, name, extra), says,
+           lambda w, name=name: [_out(w, f"gm-{name}") + "/_manifest.json"]) for name, extra, says in (
+        ("unknown-class", lambda w: ["--morphology", "blob:0.1", "--morphology-model", w["unit-teardrop"]],
+         lambda w: "--morphology 'blob:0.1': unknown class 'blob'"),
+        ("share-above-one", lambda w: ["--morphology", "teardrop:1.5", "--morphology-model", w["unit-teardrop"]],
+         lambda w: "share 1.5 of teardrop must be within [0, 1]"),
+        ("share-negative", lambda w: ["--morphology", "teardrop:-0.1", "--morphology-model", w["unit-teardrop"]],
+         lambda w: "share -0.1 of teardrop must be within [0, 1]"),
+        ("shares-sum-above-one", lambda w: ["--morphology", "teardrop:0.6,schistocyte:0.5", "--morphology-model", w["unit-teardrop"]],
+         lambda w: "the shares sum to 1.1, more than 1"),
+        ("without-model", lambda w: ["--morphology", "teardrop:0.1"], lambda w: "--morphology needs --morphology-model"),
+        ("missing-model-dir", lambda w: ["--morphology", "teardrop:0.1", "--morphology-model", str(w.root / "no-such-unit")],
+         lambda w: f"{w.root / 'no-such-unit'}: not a UNIT checkpoint"),
+        ("wrong-model-dir", lambda w: ["--morphology", "teardrop:0.1", "--morphology-model", w["morph-clf"]],
+         lambda w: f"{w['morph-clf']}: not a UNIT checkpoint"),
+        ("model-of-another-class", lambda w: ["--morphology", "schistocyte:0.1", "--morphology-model", w["unit-teardrop"]],
+         lambda w: "--morphology-model: no UNIT model for schistocyte (given: teardrop"),
+        ("truncated-model", lambda w: ["--morphology", "teardrop:0.1", "--morphology-model", w["unit-truncated"]],
+         lambda w: f"{w['unit-truncated']}/unit.pt: cannot load"),
+        ("classifier-not-one", lambda w: ["--morphology", "teardrop:0.1", "--morphology-model", w["unit-teardrop"],
+                                          "--morphology-classifier", w["unit-teardrop"]],
+         lambda w: f"{w['unit-teardrop']}: not a morphology classifier checkpoint"),
+        ("threshold-above-one", lambda w: ["--morphology", "teardrop:0.1", "--morphology-model", w["unit-teardrop"],
+                                           "--morphology-classifier", w["morph-clf"], "--morphology-threshold", "1.5"],
+         lambda w: "--morphology-threshold 1.5 must be within [0, 1]"),
+        ("threshold-without-classifier", lambda w: ["--morphology", "teardrop:0.1", "--morphology-model", w["unit-teardrop"],
+                                                    "--morphology-threshold", "0.9"],
+         lambda w: "--morphology-threshold needs --morphology-classifier"),
+    )],
     # verify
     Case("verify-not-an-output", lambda w: ["verify", w["ds"]], lambda w: w["ds"]),
     # evaluate

@@ -165,6 +165,7 @@ def test_cli_unit_trains_scores_and_draws(tmp_path: Path, capsys) -> None:
     assert {p.name for p in out.iterdir()} == {"unit.pt", "unit.json", "figure.png", "smear.png", "scores.json"}
     meta = json.loads((out / "unit.json").read_text())
     assert meta["config"]["target"] == 4 and meta["summary"]["iterations"] == 2
+    assert meta["crop"] == {"window": 80, "size": 32}  # the crop UNIT learned on (generate --morphology uses it)
     assert meta["provenance"]["unit"]["stems"] == sorted(json.loads(sp.read_text())["roles"]["train"])
     rows = meta["summary"]["acceptance"]
     assert rows[0]["t"] == 0.0 and rows[0]["translated"] == 1.0  # t = 0 keeps everything

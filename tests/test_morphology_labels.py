@@ -166,3 +166,29 @@ def test_shape_bank_rows_join_to_their_class(tmp_path: Path) -> None:
     assert got[("a", 1)] == 4 and got[("b", 2)] == 9 and got[("a", 4)] == -1 and got[("c", 1)] == -1
     with pytest.raises(DataError, match="2 stems but 1"):
         M.exemplar_morphology(root, ["a", "b"], [1])
+
+
+def test_shape_bank_class_column_round_trips(tmp_path: Path) -> None:
+    """The bank stores each cell's class; it reads back equal to the dataset's (join) and to the
+    loaded bank's ``morphology``; a bank of an unlabelled dataset has none (nulls, ``None``)."""
+    import pyarrow.parquet as pq
+
+    from rbcray.synth.shapes import ShapeBank, build_shape_bank
+
+    root = write_labelled(tmp_path / "ds")
+    meta = build_shape_bank(root, tmp_path / "bank.parquet", min_solidity=0, isolated=False, size_range=None)
+    t = pq.read_table(tmp_path / "bank.parquet").to_pydict()
+    joined = M.exemplar_morphology(root, t["stem"], t["instance_id"]).tolist()
+    assert t["morphology"] == [j if c == M.RBC else None for j, c in zip(joined, t["category"])]
+    assert None in t["morphology"]  # the dataset's WBC / platelet: no class
+    assert {4, 9, -1} <= set(t["morphology"])
+    assert sum(meta["per_morphology"].values()) == sum(v is not None for v in t["morphology"]) and meta["per_morphology"]["schistocyte"] >= 1
+    bank = ShapeBank.load(tmp_path / "bank.parquet")
+    assert bank.morphology is not None and bank.morphology.tolist() == [-2 if v is None else v for v in t["morphology"]]
+
+    from synth_data import make_dataset
+
+    plain = make_dataset(tmp_path / "plain", n_images=1)
+    build_shape_bank(plain, tmp_path / "plain.parquet", min_solidity=0)
+    p = pq.read_table(tmp_path / "plain.parquet").to_pydict()
+    assert set(p["morphology"]) == {None} and ShapeBank.load(tmp_path / "plain.parquet").morphology is None

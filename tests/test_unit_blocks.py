@@ -196,3 +196,6 @@ def test_translate_smear_blends_only_accepted_cells() -> None:
     assert t < 1.0  # an untrained classifier is far from certain
     none = translate_smear(unit, clf, img, inst, [1, 2], target=4, t=t, window=40, size=24)
     assert not none.accepted.any() and np.array_equal(none.image, img)
+    # without a classifier every translation is kept (the unfiltered regime) and no p is known
+    free = translate_smear(unit, None, img, inst, [1, 2], target=4, t=0.9, window=40, size=24)
+    assert free.accepted.all() and np.isnan(free.p_target).all() and np.array_equal(free.image, all_in.image)

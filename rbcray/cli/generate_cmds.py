@@ -53,6 +53,13 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality-encoder", help="encoder file of 'rbcray encoder': every sample gets a quality score (mask fidelity)")
     p.add_argument("--min-quality", type=float, help="replace samples below this quality by further candidates (deterministic)")
     p.add_argument("--max-attempts", type=int, help="candidates per sample before the best one is kept (default 16)")
+    p.add_argument("--morphology", metavar="CLASS:SHARE[,...]",
+                   help="turn that share of each smear's red cells into CLASS with UNIT (e.g. schistocyte:0.1,teardrop:0.05)")
+    p.add_argument("--morphology-model", metavar="DIR[,DIR...]", help="UNIT folder(s) of 'rbcray morphology unit', one per class")
+    p.add_argument("--morphology-classifier", metavar="DIR",
+                   help="morphology classifier ('rbcray morphology train'): keeps a translated cell only if p(CLASS) >= threshold")
+    p.add_argument("--morphology-threshold", type=float, help="pseudo-label threshold t (default 0.9 with a classifier)")
+    p.add_argument("--morphology-blend-n", type=float, help="exponent n of the cosine blending window (default 2)")
     p.add_argument("--shard-size", type=int, help="samples per shard (default: from --shard-bytes)")
     p.add_argument("--shard-bytes", type=int, default=256 * 2**20, help="target shard size in bytes (default 256 MiB)")
     p.add_argument("--mask-actors", metavar="MIN[:MAX]",
@@ -97,7 +104,8 @@ def config_from_args(args: argparse.Namespace):
     keys = ("checkpoint", "shapes", "stats", "out", "num_samples", "seed", "style", "png", "coco", "width", "height",
             "cells_mean", "cells_std", "cell_size", "placement", "n_init", "kernel_inner", "params", "shard_size",
             "shard_bytes", "gen_cpus", "gen_gpus", "batch_size", "address", "takeover", "quality_encoder", "min_quality",
-            "max_attempts")
+            "max_attempts", "morphology", "morphology_model", "morphology_classifier", "morphology_threshold",
+            "morphology_blend_n")
     data = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     for pool in ("mask", "gen"):
         text = getattr(args, f"{pool}_actors")
@@ -127,6 +135,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if q:
         print(f"quality: mean {q['mean']:.3f}, {q['accepted']} of {q['candidates']} candidates accepted "
               f"(yield {q['yield']:.2f}, threshold {q['min_quality']}; {q['below_min_quality']} kept below it)", file=sys.stderr)
+    m = manifest.get("morphology")
+    if m:
+        for name, v in m["classes"].items():
+            rate = "n/a" if v["acceptance_rate"] is None else f"{v['acceptance_rate']:.3f}"
+            p = "" if v["p_mean"] is None else f", p({name}) mean {v['p_mean']:.3f} max {v['p_max']:.3f}"
+            print(f"morphology: {name}: {v['accepted']} of {v['requested']} translated cells accepted (rate {rate}, "
+                  f"threshold {m['threshold']}){p}", file=sys.stderr)
     print(f"{cfg.out}: {manifest['n_samples']} samples in {manifest['n_shards']} shard(s); manifest written")
     return 0
 

@@ -220,7 +220,7 @@ def cmd_unit(args: argparse.Namespace) -> int:
         write_png(folder / "smear.png", np.concatenate([host_img, gap, unfiltered.image, gap, smear.image], axis=1))
         write_json(folder / "scores.json", summary)
 
-    save_unit(args.out, model, cfg, {"unit": prov, "classifier": clf_meta.get("provenance")}, {"history": hist, "summary": summary}, overwrite=args.overwrite, write_more=extras)
+    save_unit(args.out, model, cfg, {"unit": prov, "classifier": clf_meta.get("provenance")}, {"history": hist, "summary": summary, "crop": win}, overwrite=args.overwrite, write_more=extras)
     print("| t | real normal | translated | real " + name + " |\n| ---: | ---: | ---: | ---: |")
     for r in table:
         cells = [f"{r[k]:.3f} [{r[k + '_ci'][0]:.3f}, {r[k + '_ci'][1]:.3f}]" for k in ("real_normal", "translated", "real_target")]

@@ -77,6 +77,8 @@ def cmd_shapes(args: argparse.Namespace) -> int:
           f"{cats}); mean size {meta['mean_size']:.1f} px")
     f = meta["filter"]
     print(f"filter: {f['seen']} cells seen, dropped " + ", ".join(f"{k} {v}" for k, v in f["dropped"].items()) + f"; kept {f['kept']}")
+    if meta.get("per_morphology"):  # the 'morphology' column: each RBC's class (docs/morphology.md)
+        print("morphology: " + ", ".join(f"{k} {v}" for k, v in meta["per_morphology"].items() if v))
     return 0
 
 

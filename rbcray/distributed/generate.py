@@ -27,7 +27,15 @@ import numpy as np
 
 from rbcray.distributed.runtime import bundles_that_fit, wait_for_bundles
 from rbcray.errors import RbcrayError
-from rbcray.generate.engine import RunPlan, ShardMasker, ShardTranslator, finish, gate_spec, write_payload
+from rbcray.generate.engine import (
+    RunPlan,
+    ShardMasker,
+    ShardTranslator,
+    finish,
+    gate_spec,
+    morphology_spec,
+    write_payload,
+)
 from rbcray.generate.engine import named_stage as _named
 from rbcray.generate.shards import Shard, ShardPlan
 
@@ -69,12 +77,12 @@ class ShardGenActor:
 
     def __init__(self, checkpoint: str, style: int | None, batch_size: int, threads: int,
                  checkpoint_sha256: str | None = None, gpus: float = 0.0, gate: dict[str, Any] | None = None,
-                 fault_hook: FaultHook | None = None) -> None:
+                 fault_hook: FaultHook | None = None, morphology: dict[str, Any] | None = None) -> None:
         self.fault_hook = fault_hook
         # PNG encoding of the images runs here, beside the model (pixels never cross the object
         # store raw): one encoder thread per CPU of the actor, at least 2
         self.translator = ShardTranslator(checkpoint, style, batch_size, threads=threads, encode_threads=max(2, threads),
-                                          checkpoint_sha256=checkpoint_sha256, gpus=gpus, gate=gate)
+                                          checkpoint_sha256=checkpoint_sha256, gpus=gpus, gate=gate, morphology=morphology)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         k = int(_one(batch, "index"))
@@ -275,7 +283,7 @@ def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, A
             ShardGenActor,
             fn_constructor_kwargs={"checkpoint": cfg.checkpoint, "style": cfg.style_choice, "batch_size": cfg.batch_size,
                                    "threads": r["threads"], "checkpoint_sha256": plan.checkpoint_sha256, "gpus": r["gen_gpus"],
-                                   "gate": gate_spec(plan), "fault_hook": fault_hook},
+                                   "gate": gate_spec(plan), "fault_hook": fault_hook, "morphology": morphology_spec(plan)},
             compute=ray.data.ActorPoolStrategy(min_size=r["gen_actors"], max_size=r["gen_actors_max"]),
             batch_size=1, batch_format="numpy", **gen_args, **extra,
         )

@@ -8,6 +8,9 @@ images, then annotations).
 
 Ids: image id = sample id + 1; annotation id = sample id * 65536 + instance id (instance maps are
 uint16), so ids are unique, stable, and the same in fragments and in the merged file.
+Runs with ``--morphology`` give every RBC annotation the integer attribute ``morphology`` (0..12,
+-1 unlabelled) and the document ``morphology_classes``, as rbcray's annotated datasets do
+(:mod:`rbcray.data.morphology`; ``coco_with_subcategories`` turns them into one category per class).
 Segmentations are COCO RLE, computed per cell on a strip of the cell's box columns (all rows),
 which is the same run-length code as over the full frame at a fraction of the work.
 """
@@ -25,6 +28,7 @@ from pycocotools import mask as mask_utils
 
 from rbcray import storage
 from rbcray.data.formats import CATEGORIES
+from rbcray.data.morphology import CLASSES as MORPHOLOGY_CLASSES
 from rbcray.errors import RbcrayError
 from rbcray.generate import objects
 from rbcray.generate.export import PNG_TREE, sample_name
@@ -74,6 +78,8 @@ def sample_annotations(inst: np.ndarray, sample_id: int, boxes: list[dict[str, A
             "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0, "instance_id": cid,
             "border": bool(x0 == 0 or y0 == 0 or x1 == width or y1 == height),
         })
+        if b.get("morphology") is not None:  # --morphology runs: the RBC subclass, as in rbcray's datasets
+            anns[-1]["morphology"] = int(b["morphology"])
     return anns
 
 
@@ -88,6 +94,8 @@ def write_coco_fragment(out: str, shard: Shard, rows: list[dict[str, Any]]) -> N
         anns.extend(sample_annotations(inst, sid, r["boxes"]))
     doc = {"info": {"description": f"rbcray synthetic samples {shard.start}..{shard.stop - 1}"}, "licenses": [],
            "images": images, "annotations": anns, "categories": CATEGORIES}
+    if any("morphology" in a for a in anns):
+        doc["morphology_classes"] = list(MORPHOLOGY_CLASSES)
     objects.write(storage.join(out, COCO_PARTS, fragment_name(shard)), json.dumps(doc).encode())
 
 
@@ -118,6 +126,8 @@ def export_coco(out: str, dest: str, log: Callable[[str], None] | None = None) -
     try:
         f.write('{"info": ' + json.dumps({"description": "rbcray synthetic dataset", "source": out})
                 + ', "licenses": [], "categories": ' + json.dumps(CATEGORIES))
+        if (manifest.get("config") or {}).get("morphology"):  # RBC annotations carry 'morphology'
+            f.write(', "morphology_classes": ' + json.dumps(list(MORPHOLOGY_CLASSES)))
         for key in ("images", "annotations"):
             f.write(f', "{key}": [')
             first = True

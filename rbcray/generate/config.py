@@ -54,6 +54,15 @@ class GenerateConfig:
     quality_encoder: str | None = None
     min_quality: float | None = None
     max_attempts: int = 16
+    #: rare morphologies (rbcray.generate.morphology): 'CLASS:SHARE,...' of each smear's RBCs turned
+    #: into CLASS by the UNIT folders of ``rbcray morphology unit`` (comma-separated, one per class),
+    #: kept only if the classifier gives p(CLASS) >= threshold (no classifier: every one kept)
+    morphology: str | None = None
+    morphology_model: str | None = None
+    morphology_classifier: str | None = None
+    morphology_threshold: float | None = None
+    #: exponent n of the cosine blending window (Gupta et al.: 2)
+    morphology_blend_n: float = 2.0
     #: samples per shard; None = from shard_bytes and the image size
     shard_size: int | None = None
     shard_bytes: int = 256 * 2**20
@@ -99,6 +108,18 @@ class GenerateConfig:
         check(self.min_quality is None or self.quality_encoder is not None, "--min-quality needs --quality-encoder")
         check(self.min_quality is None or 0.0 <= self.min_quality <= 1.0, f"--min-quality {self.min_quality} must be in [0, 1]")
         check(self.max_attempts >= 1, f"--max-attempts {self.max_attempts} must be at least 1")
+        if self.morphology is not None:
+            from rbcray.generate.morphology import parse_shares
+
+            parse_shares(self.morphology)
+            check(bool(self.morphology_model), "--morphology needs --morphology-model (the UNIT folder(s) of 'rbcray morphology unit')")
+        for name in ("morphology_model", "morphology_classifier", "morphology_threshold"):
+            check(getattr(self, name) is None or self.morphology is not None, f"--{name.replace('_', '-')} needs --morphology")
+        check(self.morphology_threshold is None or self.morphology_classifier is not None,
+              "--morphology-threshold needs --morphology-classifier (the classifier that scores the translations)")
+        check(self.morphology_threshold is None or 0.0 <= self.morphology_threshold <= 1.0,
+              f"--morphology-threshold {self.morphology_threshold} must be within [0, 1]")
+        check(self.morphology_blend_n > 0, f"--morphology-blend-n {self.morphology_blend_n} must be > 0")
         for name in ("checkpoint", "shapes", "stats", "out"):
             check(bool(getattr(self, name)), f"--{name.replace('_', '-')} is required")
 

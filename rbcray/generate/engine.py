@@ -44,6 +44,8 @@ from rbcray.errors import RbcrayError
 from rbcray.generate import shards as S
 from rbcray.generate.config import GenerateConfig
 from rbcray.generate.lease import Lease
+from rbcray.generate.morphology import spec_of as morphology_spec
+from rbcray.generate.morphology import summary as morphology_summary
 from rbcray.generate.pngenc import encode_png_fast
 from rbcray.io import decode_png
 
@@ -80,6 +82,8 @@ class RunPlan:
     lease: Lease | None = None
     #: the real images the generator, shape bank and statistics learned from (rbcray.data.provenance)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: --morphology: per class its UNIT folder (rbcray.generate.morphology.check_models); None without it
+    morphology: dict[str, Any] | None = None
     #: the generator's family (registry name), recorded in the manifest
     family: str = ""
 
@@ -170,8 +174,15 @@ def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> R
         from rbcray.evaluate.encoder import RealEncoder
 
         encoder_prov = RealEncoder.load(cfg.quality_encoder).provenance  # readable before any work
+    morph = None
+    if cfg.morphology is not None:  # every UNIT folder and the classifier readable before any work
+        from rbcray.generate.morphology import check_models, parse_shares
+
+        morph = check_models(parse_shares(cfg.morphology), cfg.morphology_model, cfg.morphology_classifier)
+        morph["threshold"] = (0.9 if cfg.morphology_threshold is None else cfg.morphology_threshold) if cfg.morphology_classifier else None
     per_shard = cfg.shard_size or S.samples_per_shard(cfg.shard_bytes, synth.width, synth.height)
-    content = {k: v for k, v in cfg.content_dict().items() if k not in ("out", "checkpoint", "shapes", "stats")}
+    paths = ("out", "checkpoint", "shapes", "stats", "morphology_model", "morphology_classifier")  # their checksums are in the plan
+    content = {k: v for k, v in cfg.content_dict().items() if k not in paths}
     plan = {
         "format": S.FORMAT,
         "format_version": S.FORMAT_VERSION,
@@ -181,6 +192,10 @@ def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> R
         "checkpoint_sha256": ckpt_sha,
         "shapes_sha256": bank.sha256,
     }
+    if morph is not None:
+        from rbcray.generate.morphology import plan_record
+
+        plan["morphology"] = plan_record(morph, cfg.morphology_blend_n)
     old = S.read_plan(cfg.out)
     if old is not None and old != plan:
         diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
@@ -203,8 +218,11 @@ def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> R
         provenance["params"] = json.loads(_read(cfg.params, "calibration params (from 'rbcray calibrate')")).get("provenance")
     if encoder_prov is not None:  # the quality gate's segmenter learned from real images too
         provenance["quality_encoder"] = encoder_prov
+    if morph is not None:  # the UNIT models and the classifier learned from real images too
+        provenance["morphology"] = {"units": {k: v["provenance"] for k, v in morph["classes"].items()},
+                                    "classifier": (morph["classifier"] or {}).get("provenance")}
     return RunPlan(cfg, synth.to_dict(), per_shard, shards, done, ckpt_sha, bank.sha256, num_styles, plan, lease, provenance,
-                   _family.name)
+                   morph, _family.name)
 
 
 # ----------------------------------------------------------------------------- payloads
@@ -281,7 +299,7 @@ class ShardTranslator:
 
     def __init__(self, checkpoint: str, style: int | None, batch_size: int, device: str | None = None,
                  threads: int | None = None, encode_threads: int = 4, checkpoint_sha256: str | None = None,
-                 gpus: float = 0.0, gate: dict[str, Any] | None = None) -> None:
+                 gpus: float = 0.0, gate: dict[str, Any] | None = None, morphology: dict[str, Any] | None = None) -> None:
         import torch
 
         from rbcray.models.registry import load_translator
@@ -302,6 +320,9 @@ class ShardTranslator:
             from rbcray.generate.quality import GateSpec, QualityGate
 
             self.gate = QualityGate(GateSpec(**gate))
+        from rbcray.generate.morphology import make_step
+
+        self.morphology = make_step(morphology)  # rare morphologies into chosen cells (--morphology)
 
     def __call__(self, payload: bytes) -> bytes:
         t = payload_table(payload)
@@ -310,6 +331,7 @@ class ShardTranslator:
         styles: list[list[int]] = [[] for _ in rows]
         quality: list[float | None] = [None] * len(rows)
         attempts = [1] * len(rows)
+        morph_cells: list[list[dict[str, Any]] | None] = [None] * len(rows)
         for a in range(0, len(rows), self.batch_size):
             chunk = rows[a : a + self.batch_size]
             inst = [decode_png(r["instance_mask"], f"sample {r['sample_id']}") for r in chunk]
@@ -321,6 +343,11 @@ class ShardTranslator:
                 if self.gate is not None:
                     rows[a + k], img, clusters, quality[a + k], attempts[a + k] = self.gate.fill(
                         self.tr, self.style, rows[a + k], inst[k], img, clusters)
+                if self.morphology is not None:  # on the sample kept (after the gate): its mask, not a candidate's
+                    r = rows[a + k]
+                    m = inst[k] if r is chunk[k] else decode_png(r["instance_mask"], f"sample {r['sample_id']}")
+                    img, boxes, morph_cells[a + k] = self.morphology.apply(int(r["sample_id"]), img, m, r["boxes"])
+                    rows[a + k] = {**r, "boxes": boxes}
                 images[a + k] = self.pool.submit(encode_png_fast, img)
                 styles[a + k] = [int(clusters[b["instance_id"]]) for b in rows[a + k]["boxes"]]
         t = pa.Table.from_pylist(rows, schema=t.schema)
@@ -328,6 +355,7 @@ class ShardTranslator:
         t = t.append_column(S.SCHEMA.field("styles"), pa.array(styles, pa.list_(pa.int32())))
         t = t.append_column(S.SCHEMA.field("quality"), pa.array(quality, pa.float32()))
         t = t.append_column(S.SCHEMA.field("attempts"), pa.array(attempts, pa.int32()))
+        t = t.append_column(S.SCHEMA.field("morphology_cells"), pa.array(morph_cells, S.SCHEMA.field("morphology_cells").type))
         return payload_bytes(t)
 
 
@@ -372,6 +400,7 @@ def finish(plan: RunPlan, entries: list[dict[str, Any]], seconds: float, stage_s
             "run_id": plan.lease.run_id if plan.lease else None,
             "timing": {"seconds": seconds, **{f"{k}_seconds": v for k, v in stage_seconds.items()}},
             "quality": quality_summary(plan),
+            "morphology": morphology_summary(plan),
             "provenance": plan.provenance,
         }
         manifest = S.write_manifest(plan.cfg.out, entries, info)
@@ -421,7 +450,8 @@ def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], Non
         if todo:  # a re-run with nothing to do loads nothing
             masker = ShardMasker(cfg.shapes, plan.synth, cfg.seed, plan.shapes_sha256)
             translator = ShardTranslator(cfg.checkpoint, cfg.style_choice, cfg.batch_size, device,
-                                         checkpoint_sha256=plan.checkpoint_sha256, gate=gate_spec(plan))
+                                         checkpoint_sha256=plan.checkpoint_sha256, gate=gate_spec(plan),
+                                         morphology=morphology_spec(plan))
         entries = list(plan.done.values())
         busy = {"mask": 0.0, "generate": 0.0, "write": 0.0}
         constants = plan.constants()

@@ -47,7 +47,7 @@ PREVIOUS_MANIFEST = "_manifest.previous.json"
 PLAN = "_plan.json"
 INDEX = "_index"
 FORMAT = "rbcray-shards"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SHARD_PREFIX = "train-"
 #: row groups of about this many bytes (readers fetch a row group at a time)
 ROW_GROUP_BYTES = 64 * 2**20
@@ -60,14 +60,23 @@ BOX_TYPE = pa.struct(
         ("y1", pa.int32()),
         ("instance_id", pa.int32()),
         ("class", pa.int32()),
+        # red-cell morphology (rbcray.data.morphology.CLASSES index; -1 unlabelled RBC); null on
+        # WBC / platelet boxes and in runs without --morphology
+        ("morphology", pa.int32()),
     ]
+)
+#: one translation attempt of ``--morphology`` (rbcray.generate.morphology): the cell, the class it
+#: was translated into, the classifier's p(class) (null without a classifier), kept or not
+MORPHOLOGY_CELL_TYPE = pa.struct(
+    [("instance_id", pa.int32()), ("class", pa.int32()), ("p", pa.float32()), ("accepted", pa.bool_())]
 )
 #: Hugging Face's Image storage type: PNG bytes plus an (unused, null) path
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 IMAGE_COLUMNS = ("image", "instance_mask", "color_mask")
 
 #: The shard schema, the one place columns are declared (boxes are pixel corners, x1/y1
-#: exclusive; class is the COCO category id: 1 RBC, 2 WBC, 3 Platelet; styles[k] is the style
+#: exclusive; class is the COCO category id: 1 RBC, 2 WBC, 3 Platelet, morphology the RBC subclass
+#: of --morphology runs; styles[k] is the style
 #: cluster of boxes[k]'s instance). A new column is added here and filled by the stage that knows it.
 SCHEMA = pa.schema(
     [
@@ -83,6 +92,7 @@ SCHEMA = pa.schema(
         ("styles", pa.list_(pa.int32())),
         ("quality", pa.float32()),  # mask fidelity (null without --quality-encoder)
         ("attempts", pa.int32()),  # candidates generated for this row (the quality gate; 1 without it)
+        ("morphology_cells", pa.list_(MORPHOLOGY_CELL_TYPE)),  # --morphology attempts (null without it)
     ]
 )
 _HF_FEATURES = {"info": {"features": {c: {"_type": "Image"} for c in IMAGE_COLUMNS}}}
@@ -177,7 +187,7 @@ def plan_shards(num_samples: int, per_shard: int) -> ShardPlan:
 def shard_table(rows: Sequence[dict[str, Any]], constants: dict[str, Any] | None = None) -> pa.Table:
     """A shard's Arrow table from row dicts (keys = schema names), sorted by sample id."""
     rows = sorted(rows, key=lambda r: r["sample_id"])
-    cols = {f.name: [r[f.name] for r in rows] for f in SCHEMA}
+    cols = {f.name: [r.get(f.name) for r in rows] for f in SCHEMA}  # a column a stage did not fill is null
     for c in IMAGE_COLUMNS:
         cols[c] = [v if isinstance(v, dict) else image_cell(v) for v in cols[c]]
     return pa.Table.from_pydict(cols, schema=file_schema(constants or {}))

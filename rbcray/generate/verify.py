@@ -76,6 +76,12 @@ def check_sample(row: dict[str, Any]) -> list[str]:
     if got != want:
         bad = sorted(set(got.items()) ^ set(want.items()))[:1]
         problems.append(f"{where}: boxes do not match the instance mask (first difference: {bad})")
+    morph = [b.get("morphology") for b in row["boxes"] if b.get("morphology") is not None]
+    if any(not -1 <= m <= 12 for m in morph):
+        problems.append(f"{where}: a box has morphology {next(m for m in morph if not -1 <= m <= 12)}, outside -1..12")
+    tried = {int(c["instance_id"]) for c in row.get("morphology_cells") or []}
+    if not tried <= set(want):
+        problems.append(f"{where}: morphology_cells name cells {sorted(tried - set(want))[:3]} the instance mask does not hold")
     if len(row["styles"]) != len(row["boxes"]):
         problems.append(f"{where}: {len(row['styles'])} styles for {len(row['boxes'])} boxes")
     return problems

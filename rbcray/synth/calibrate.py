@@ -131,7 +131,8 @@ def calibration_bank(bank, max_shapes: int = 2000, seed: int = 0):
     if len(bank) <= max_shapes:
         return bank
     idx = np.sort(np.random.default_rng(seed).choice(len(bank), max_shapes, replace=False))
-    sub = ShapeBank([bank.crops[i] for i in idx], bank.category[idx], bank.exemplar_id[idx], bank.meta, bank.path)
+    sub = ShapeBank([bank.crops[i] for i in idx], bank.category[idx], bank.exemplar_id[idx], bank.meta, bank.path,
+                    None if bank.morphology is None else bank.morphology[idx])
     sub.sha256 = bank.sha256
     return sub
 

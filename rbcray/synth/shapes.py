@@ -27,6 +27,9 @@ source         string      dataset name the cell comes from
 stem           string      sample (image) name in that dataset
 instance_id    int32       the cell's id in that sample's instance map
 category       int16       COCO category id (1 RBC, 2 WBC, 3 Platelet)
+morphology     int16       red-cell morphology class (rbcray.data.morphology: 0..12, -1 an
+                           unlabelled RBC); null for WBC / platelets and for datasets without
+                           morphology labels
 height, width  int32       crop size = the cell's bounding box (px)
 area           int32       cell pixels
 mask_png       binary      the crop as an 8-bit greyscale PNG, 255 = cell, 0 = not
@@ -61,7 +64,9 @@ if TYPE_CHECKING:
     from rbcray.data.splits import Splits
 
 META_KEY = b"rbcray.shape_bank"
-COLUMNS = ("exemplar_id", "source", "stem", "instance_id", "category", "height", "width", "area", "mask_png")
+#: ShapeBank.morphology of an exemplar without a morphology label (a WBC or platelet)
+NO_MORPHOLOGY = -2
+COLUMNS = ("exemplar_id", "source", "stem", "instance_id", "category", "morphology", "height", "width", "area", "mask_png")
 
 
 # ----------------------------------------------------------------------------- building
@@ -88,8 +93,10 @@ def extract_shapes(ds: Dataset, min_area: int = 1, min_solidity: float = 0.9, *,
 
     ``report``, when given, receives the number of cells each rule dropped (and ``seen``, ``kept``).
     """
+    from rbcray.data.morphology import RBC, UNLABELLED, load_dataset_morphology
     from rbcray.synth.shape_stats import cell_crops, features
 
+    labels = load_dataset_morphology(ds.root)  # {} when the dataset has no morphology labels
     drops = dict.fromkeys(RULES, 0)
     rows = []
     seen = 0
@@ -116,7 +123,9 @@ def extract_shapes(ds: Dataset, min_area: int = 1, min_solidity: float = 0.9, *,
             if rule:
                 drops[rule] += 1
                 continue
-            rows.append((stem, cid, int(cats.get(cid, 1)), crop, area))
+            cat = int(cats.get(cid, RBC))
+            morph = labels.get(stem, {}).get(cid, UNLABELLED) if labels and cat == RBC else None
+            rows.append((stem, cid, cat, crop, area, morph))
     if size_range is not None and rows:
         med = float(np.median([r[4] for r in rows]))
         lo, hi = size_range[0] * med, size_range[1] * med
@@ -124,12 +133,13 @@ def extract_shapes(ds: Dataset, min_area: int = 1, min_solidity: float = 0.9, *,
         drops["size"] = len(rows) - len(keep)
         rows = keep
     cols: dict[str, list] = {k: [] for k in COLUMNS}
-    for stem, cid, cat, crop, area in rows:
+    for stem, cid, cat, crop, area, morph in rows:
         cols["exemplar_id"].append(len(cols["exemplar_id"]))
         cols["source"].append(ds.name)
         cols["stem"].append(stem)
         cols["instance_id"].append(cid)
         cols["category"].append(cat)
+        cols["morphology"].append(morph)
         cols["height"].append(crop.shape[0])
         cols["width"].append(crop.shape[1])
         cols["area"].append(area)
@@ -188,6 +198,7 @@ def build_shape_bank(
             "dropped": {k: report[k] for k in RULES}, "seen": report["seen"], "kept": report["kept"],
         },
         "per_category": {str(int(c)): int(k) for c, k in zip(cats, counts)},
+        "per_morphology": _morphology_counts(cols["morphology"]),
         "mean_size": float(np.mean((hs + ws) / 2)),
         "created": utc_now(),
         "rbcray_version": __version__,
@@ -196,7 +207,7 @@ def build_shape_bank(
     schema = pa.schema(
         [
             ("exemplar_id", pa.int32()), ("source", pa.string()), ("stem", pa.string()),
-            ("instance_id", pa.int32()), ("category", pa.int16()), ("height", pa.int32()),
+            ("instance_id", pa.int32()), ("category", pa.int16()), ("morphology", pa.int16()), ("height", pa.int32()),
             ("width", pa.int32()), ("area", pa.int32()), ("mask_png", pa.binary()),
         ],
         metadata={META_KEY: json.dumps(meta).encode(), PARQUET_KEY: json.dumps(prov).encode()},
@@ -206,6 +217,14 @@ def build_shape_bank(
     pq.write_table(table, sink, compression="zstd")
     atomic_write_bytes(out, sink.getvalue().to_pybytes())
     return meta
+
+
+def _morphology_counts(values: list[int | None]) -> dict[str, int] | None:
+    """Exemplars per morphology class name (None when the dataset has no morphology labels)."""
+    from rbcray.data.morphology import counts_by_name
+
+    labelled = [v for v in values if v is not None]
+    return counts_by_name(dict(enumerate(labelled))) if labelled else None
 
 
 # ----------------------------------------------------------------------------- loading
@@ -232,7 +251,8 @@ class Cell(NamedTuple):
 class ShapeBank:
     """The decoded shape bank: crops, centroids, categories; loads once, augments per cell."""
 
-    def __init__(self, crops: list[np.ndarray], category: np.ndarray, exemplar_id: np.ndarray, meta: dict[str, Any], path: str = "<memory>") -> None:
+    def __init__(self, crops: list[np.ndarray], category: np.ndarray, exemplar_id: np.ndarray, meta: dict[str, Any], path: str = "<memory>",
+                 morphology: np.ndarray | None = None) -> None:
         if not crops:
             raise DataError(f"{path}: the shape bank holds no cells; build it from a dataset with whole cells ('rbcray shapes')")
         self.path = path
@@ -245,6 +265,9 @@ class ShapeBank:
         self._probes: list[np.ndarray | None] = [None] * len(crops)
         self.category = np.asarray(category, dtype=np.int64)
         self.exemplar_id = np.asarray(exemplar_id, dtype=np.int64)
+        #: morphology class per exemplar (-1 unlabelled RBC, -2 no label: WBC / platelet); None
+        #: when the bank has no morphology (an unlabelled source, or a bank older than the column)
+        self.morphology = None if morphology is None else np.asarray(morphology, dtype=np.int64)
         self.heights = np.array([c.shape[0] for c in crops], dtype=np.float64)
         self.widths = np.array([c.shape[1] for c in crops], dtype=np.float64)
         cents = []
@@ -314,7 +337,10 @@ class ShapeBank:
             if m.ndim != 2 or m.dtype != np.uint8 or not m.any():
                 raise DataError(f"{path}: row {i}: mask_png must be a non-empty 8-bit greyscale crop")
             crops.append(np.where(m > 127, 255, 0).astype(np.uint8))
-        bank = cls(crops, cats[keep], ids[keep], meta, path)
+        morph = None
+        if "morphology" in table.column_names and table.column("morphology").null_count < len(table):
+            morph = np.array([NO_MORPHOLOGY if v is None else v for v in table.column("morphology").to_pylist()], dtype=np.int64)[keep]
+        bank = cls(crops, cats[keep], ids[keep], meta, path, morph)
         bank.sha256 = hashlib.sha256(data).hexdigest()
         return bank
 

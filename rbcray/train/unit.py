@@ -156,7 +156,10 @@ def load_unit(path: str | Path) -> tuple[UNIT, UNITTrainConfig, dict[str, Any]]:
         raise DataError(f"{p / 'unit.json'}: not a UNIT checkpoint")
     cfg = from_dict(UNITTrainConfig, meta["config"], where=str(p / "unit.json"))
     model: UNIT = create_model("unit", **to_dict(cfg.model))
-    model.load_state_dict(torch.load(p / "unit.pt", map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(torch.load(p / "unit.pt", map_location="cpu", weights_only=True))
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise DataError(f"{p / 'unit.pt'}: cannot load ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     model.eval()
     return model, cfg, meta
 

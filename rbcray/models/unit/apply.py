@@ -36,7 +36,7 @@ class SmearTranslation:
 
 def translate_smear(
     model: UNIT,
-    classifier: MorphologyNet,
+    classifier: MorphologyNet | None,
     img: np.ndarray,
     inst: np.ndarray,
     cell_ids: Sequence[int],
@@ -46,7 +46,10 @@ def translate_smear(
     size: int,
     n: float = 2.0,
 ) -> SmearTranslation:
-    """Translate the cells ``cell_ids`` of one smear (RGB uint8) into class ``target``; keep p >= t."""
+    """Translate the cells ``cell_ids`` of one smear (RGB uint8) into class ``target``; keep p >= t.
+
+    Without a ``classifier`` every translation is kept (the unfiltered regime; ``p_target`` NaN).
+    """
     from rbcray.train.unit import translate_crops
 
     ids = np.asarray(list(cell_ids), dtype=np.int64)
@@ -58,8 +61,12 @@ def translate_smear(
         centres.append((float(xs.mean()), float(ys.mean())))
     crops = np.stack([crop_cell(img, inst, int(c), cx, cy, window, size) for c, (cx, cy) in zip(ids, centres)])
     translated = translate_crops(model, crops)
-    probs = predict_proba(classifier, translated)
-    keep = pseudo_label_filter(probs, target, t)
+    if classifier is None:
+        probs = np.full((len(ids), target + 1), np.nan)
+        keep = np.ones(len(ids), bool)
+    else:
+        probs = predict_proba(classifier, translated)
+        keep = pseudo_label_filter(probs, target, t)
     # The translated crop covers `window` source pixels: back to that scale before blending.
     patches = [cv2.resize(np.ascontiguousarray(tc[:3].transpose(1, 2, 0)), (window, window), interpolation=cv2.INTER_CUBIC) for tc in translated]
     # an even window has no centre pixel: blend the (window+1)-wide patch so the cell sits in the middle
