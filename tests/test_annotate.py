@@ -207,3 +207,23 @@ def test_point_quality_and_box_recall() -> None:
     assert box_recall(inst, boxes, iou=0.6) == (2, 4)
     assert box_recall(inst, boxes, cell_ids=np.array([3])) == (1, 4)
     assert box_recall(inst, np.zeros((0, 4))) == (0, 0)
+
+
+@pytest.mark.parametrize("which", ["drawn", "chula"])
+def test_cell_size_estimate_follows_magnification(which: str, chula_root: Path) -> None:
+    """Other magnifications work: a 2x-downscaled smear gets a cell-size estimate about half as
+    large (the estimate comes from the image, not from the preset's range)."""
+    from rbcray.data.segment import foreground
+
+    if which == "drawn":
+        img = _synthetic()[0]
+    else:
+        img = read_image(chula_root / "Dataset" / "1.jpg")
+    small = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    cfg = AnnotateConfig(cell_size=None, cell_size_range=(10.0, 160.0))
+    full, half = float(foreground(img, cfg)["d"]), float(foreground(small, cfg)["d"])
+    assert 30 <= full <= 70, full
+    assert 0.4 <= half / full <= 0.6, (full, half)
+    # The whole annotator follows: derived cells at half scale are about half as wide.
+    ratio = median_cell_diameter(annotate_image(small, cfg)[0]) / median_cell_diameter(annotate_image(img, cfg)[0])
+    assert 0.4 <= ratio <= 0.6, ratio
