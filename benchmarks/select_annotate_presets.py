@@ -2,14 +2,15 @@
 
 For each public source, a grid of the segmentation parameters around the generic default
 (:class:`~rbcray.data.annotate.AnnotateConfig` plus the source's fixed facts: its cell-size range)
-is scored on the first ``--train`` images of the source's train split; the ``--top`` best are
-re-scored on the first ``--val`` images of its val split, which decides
+is scored on the first ``--train`` (BCCD: ``--bccd-train``) labelled images of the source's train
+split; the ``--top`` best and the base are re-scored on the first ``--val`` (``--bccd-val``) of its
+val split, which decides
 (:func:`rbcray.data.annotate_eval.select_preset`). Test images are never read. Splits: BCCD-TXL's
 own folders; Chula-RBC-12 seeded by image (:func:`rbcray.data.annotate_eval.source_splits`).
 Objective: Chula in-one minus twice background share; BCCD F1 of RBC box recall and precision at
 IoU 0.5. Deterministic. Usage::
 
-    python benchmarks/select_annotate_presets.py [--dataset chula-rbc-12|bccd-txl-pbc] [--train 40] [--val 20]
+    python benchmarks/select_annotate_presets.py [--dataset chula-rbc-12|bccd-txl-pbc] [--train 40] [--val 20] [--bccd-train 20] [--bccd-val 12]
 
 Prints every candidate's score and ends with ``<dataset>: chosen {...}`` per dataset; the chosen
 values are what :data:`rbcray.data.annotate.PRESETS` holds.
@@ -33,7 +34,6 @@ SEARCH = {
         "space": {
             "threshold_scale": [0.9, 1.0, 1.1],
             "h_maxima": [0.08, 0.12, 0.18],
-            "min_distance": [0.3, 0.4, 0.5],
         },
     },
     "bccd-txl-pbc": {
@@ -44,7 +44,6 @@ SEARCH = {
         "space": {
             "pallor": [0.05, 0.1],
             "split_area": [0.7, 0.85],
-            "min_distance": [0.4, 0.55],
             "min_area_border": [0.1, 0.3],
         },
     },
@@ -56,17 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", choices=sorted(SEARCH), action="append", help="source(s) to search (default: both)")
     ap.add_argument("--train", type=int, default=40, help="train-split images scored per candidate (default 40)")
     ap.add_argument("--val", type=int, default=20, help="val-split images deciding among the finalists (default 20)")
+    ap.add_argument("--bccd-train", type=int, default=20, help="the same for BCCD-TXL (slower frames; default 20)")
+    ap.add_argument("--bccd-val", type=int, default=12, help="the same for BCCD-TXL (default 12)")
     ap.add_argument("--top", type=int, default=3, help="finalists re-scored on val (default 3)")
     ap.add_argument("--data-dir", default=None, help="folder holding the datasets (default: registry lookup)")
     args = ap.parse_args(argv)
-    if min(args.train, args.val, args.top) <= 0:
-        ap.error("--train, --val and --top must be positive")
+    if min(args.train, args.val, args.bccd_train, args.bccd_val, args.top) <= 0:
+        ap.error("--train, --val, --bccd-train, --bccd-val and --top must be positive")
     chosen = {}
     for name in args.dataset or sorted(SEARCH):
+        ntrain, nval = (args.train, args.val) if name == "chula-rbc-12" else (args.bccd_train, args.bccd_val)
         spec = SEARCH[name]
         src = open_source(name, args.data_dir)
-        train = split_images(src, "train", args.train)
-        val = split_images(src, "val", args.val)
+        train = split_images(src, "train", ntrain)
+        val = split_images(src, "val", nval)
         print(f"{name}: {len(train)} train images ({train[0].stem}..), {len(val)} val images; "
               f"grid {spec['space']}", flush=True)
         base = AnnotateConfig(**spec["fixed"])
