@@ -44,7 +44,7 @@ SEARCH = {
         "space": {
             "pallor": [0.05, 0.1],
             "split_area": [0.7, 0.85],
-            "min_area_border": [0.1, 0.3],
+            "min_area_border": [0.1, 0.2],
         },
     },
 }

@@ -159,8 +159,8 @@ def select_preset(
     score = score_points if kind == "points" else score_boxes
     cache: dict = {}
     rows = []
-    for k, change in enumerate(grid(space)):
-        cfg = replace(base, **change)
+    candidates = [(change, replace(base, **change)) for change in grid(space)]  # invalid values fail here, before any work
+    for k, (change, cfg) in enumerate(candidates):
         s = score(train, cfg, cache)
         rows.append((objective(kind, s), change, s))
         if log:
