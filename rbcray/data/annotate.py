@@ -144,8 +144,8 @@ PRESETS: dict[str, AnnotateConfig] = {
         # pallor, and a clump's cell count from its area with part of each cell hidden under its
         # neighbours (split_area < 1); slivers cut by the frame edge below min_area_border dropped.
         pallor=0.05,
-        split_area=0.7,
-        min_area_border=0.1,
+        split_area=0.85,
+        min_area_border=0.2,
     ),
 }
 
