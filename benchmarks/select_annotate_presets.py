@@ -10,7 +10,7 @@ own folders; Chula-RBC-12 seeded by image (:func:`rbcray.data.annotate_eval.sour
 Objective: Chula in-one minus twice background share; BCCD F1 of RBC box recall and precision at
 IoU 0.5. Deterministic. Usage::
 
-    python benchmarks/select_annotate_presets.py [--dataset chula-rbc-12|bccd-txl-pbc] [--train 40] [--val 20] [--bccd-train 20] [--bccd-val 12]
+    python benchmarks/select_annotate_presets.py [--dataset chula-rbc-12|bccd-txl-pbc] [--train 40] [--val 20] [--bccd-train 16] [--bccd-val 10]
 
 Prints every candidate's score and ends with ``<dataset>: chosen {...}`` per dataset; the chosen
 values are what :data:`rbcray.data.annotate.PRESETS` holds.
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", choices=sorted(SEARCH), action="append", help="source(s) to search (default: both)")
     ap.add_argument("--train", type=int, default=40, help="train-split images scored per candidate (default 40)")
     ap.add_argument("--val", type=int, default=20, help="val-split images deciding among the finalists (default 20)")
-    ap.add_argument("--bccd-train", type=int, default=20, help="the same for BCCD-TXL (slower frames; default 20)")
-    ap.add_argument("--bccd-val", type=int, default=12, help="the same for BCCD-TXL (default 12)")
+    ap.add_argument("--bccd-train", type=int, default=16, help="the same for BCCD-TXL (slower frames; default 16)")
+    ap.add_argument("--bccd-val", type=int, default=10, help="the same for BCCD-TXL (default 10)")
     ap.add_argument("--top", type=int, default=3, help="finalists re-scored on val (default 3)")
     ap.add_argument("--data-dir", default=None, help="folder holding the datasets (default: registry lookup)")
     args = ap.parse_args(argv)
