@@ -207,3 +207,63 @@ def test_point_quality_and_box_recall() -> None:
     assert box_recall(inst, boxes, iou=0.6) == (2, 4)
     assert box_recall(inst, boxes, cell_ids=np.array([3])) == (1, 4)
     assert box_recall(inst, np.zeros((0, 4))) == (0, 0)
+
+
+@pytest.mark.parametrize("which", ["drawn", "chula"])
+def test_cell_size_estimate_follows_magnification(which: str, chula_root: Path) -> None:
+    """Other magnifications work: a 2x-downscaled smear gets a cell-size estimate about half as
+    large (the estimate comes from the image, not from the preset's range)."""
+    from rbcray.data.segment import foreground
+
+    if which == "drawn":
+        img = _synthetic()[0]
+    else:
+        img = read_image(chula_root / "Dataset" / "1.jpg")
+    small = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    cfg = AnnotateConfig(cell_size=None, cell_size_range=(10.0, 160.0))
+    full, half = float(foreground(img, cfg)["d"]), float(foreground(small, cfg)["d"])
+    assert 30 <= full <= 70, full
+    assert 0.4 <= half / full <= 0.6, (full, half)
+    # The whole annotator follows: derived cells at half scale are about half as wide.
+    ratio = median_cell_diameter(annotate_image(small, cfg)[0]) / median_cell_diameter(annotate_image(img, cfg)[0])
+    assert 0.4 <= ratio <= 0.6, ratio
+
+
+def test_split_scoring_and_preset_selection(chula_root: Path, bccd_root: Path) -> None:
+    """Scores per split; presets are chosen on train and decided on val, never on test."""
+    from dataclasses import replace
+
+    from rbcray.data.annotate_eval import (
+        grid,
+        objective,
+        ratio_interval,
+        score_points,
+        select_preset,
+        source_splits,
+        split_images,
+    )
+
+    bccd = open_source("bccd-txl-pbc", bccd_root)
+    sp = source_splits(bccd)
+    assert sp.method == "source" and {len(sp.stems(r)) for r in ("train", "val", "test")} == {150, 43, 27}
+    chula = open_source("chula-rbc-12", chula_root)
+    sp = source_splits(chula)
+    assert sp.method == "seeded" and sp == source_splits(chula)  # seeded: the same every time
+    parts = [set(sp.stems(r)) for r in ("train", "val", "test")]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    train, val = split_images(chula, "train", 2), split_images(chula, "val", 2)
+    assert {s.stem for s in train} <= parts[0] and {s.stem for s in val} <= parts[1]
+    assert all(s.points is not None and len(s.points) for s in train + val)
+
+    assert grid({"b": [1, 2], "a": [3]}) == [{"a": 3, "b": 1}, {"a": 3, "b": 2}]
+    assert objective("boxes", {"recall": 0.8, "precision": 0.6}) == pytest.approx(2 * 0.48 / 1.4)
+    assert objective("points", {"in_one": 0.9, "background": 0.05}) == pytest.approx(0.8)
+    base = config_for_source("chula-rbc-12")
+    # A threshold far too high loses cells; the search must prefer the sane one on val.
+    cfg, records = select_preset(base, {"threshold_scale": [1.0, 3.0]}, "points", train, val, top=2)
+    assert cfg.threshold_scale == 1.0 and len(records) == 3
+    assert records[0]["change"] == {} and records[0]["val"]["n_images"] == 2
+    s = score_points(val, replace(base, threshold_scale=3.0))
+    assert s["background"] > records[0]["val"]["background"]
+    lo, hi = ratio_interval(records[0]["val"]["per_image"], 1, 0)
+    assert lo <= records[0]["val"]["in_one"] <= hi
