@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,6 +147,7 @@ def test_worker_node_killed_mid_run(inputs, tmp_path) -> None:
         if driver is not None and driver.poll() is None:
             driver.kill()
         _kill(_tree({pid for pid, (_, cmd) in _procs().items() if str(temp) in cmd}))
+        shutil.rmtree(temp, ignore_errors=True)
     res = verify_output(str(out))
     assert res["problems"] == [] and res["n_samples"] == N
     got = _shards(out)
