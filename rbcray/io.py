@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,11 @@ def _make_folder(folder: Path) -> None:
         raise RbcrayError(f"{folder}: cannot create the output folder ({e.strerror or e})") from None
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+def atomic_write_bytes(path: str | Path, data: bytes, *, after_part: Callable[[], None] | None = None) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename.
+
+    ``after_part`` (tests only) is called when half of ``data`` is in the temporary file: a
+    test's hook there kills the process to leave what a crash mid-write leaves."""
     path = Path(path)
     _make_folder(path.parent)
     try:
@@ -62,6 +65,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise RbcrayError(f"{path}: cannot write here ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
+            if after_part is not None:
+                f.write(data[: len(data) // 2])
+                f.flush()
+                after_part()
+                data = data[len(data) // 2 :]
             f.write(data)
         os.replace(tmp, path)
     except BaseException:

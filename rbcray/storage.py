@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from rbcray.errors import RbcrayError
@@ -111,15 +112,21 @@ def read_bytes(uri: str) -> bytes:
         raise RbcrayError(f"{uri}: not found") from None
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    """Atomically create or replace ``uri`` with ``data``."""
+def write_bytes(uri: str, data: bytes, *, after_part: Callable[[], None] | None = None) -> None:
+    """Atomically create or replace ``uri`` with ``data`` (``after_part``: tests only, called with
+    half of ``data`` written, see :func:`rbcray.io.atomic_write_bytes`)."""
     if not is_remote(uri):
         from rbcray.io import atomic_write_bytes
 
-        atomic_write_bytes(uri, data)
+        atomic_write_bytes(uri, data, after_part=after_part)
         return
     fs, path = filesystem(uri)
     with _named(uri, "write"), fs.open(path, "wb") as f:  # one PUT (small) or a multipart upload completed at close
+        if after_part is not None:
+            f.write(data[: len(data) // 2])
+            f.flush()  # below the block size nothing is sent: the object appears whole at close or never
+            after_part()
+            data = data[len(data) // 2 :]
         f.write(data)
 
 

@@ -25,3 +25,33 @@ def kill_once(where: tuple, marker: str | Path) -> Callable[..., None]:
             os._exit(1)
 
     return hook
+
+
+#: a driver process that runs generation with a kill_once hook (the process dies as a crash would)
+_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[4])
+from faults import kill_once
+from rbcray.config import from_dict
+from rbcray.generate.config import GenerateConfig
+from rbcray.generate.engine import prepare, run_local
+cfg = from_dict(GenerateConfig, json.loads(sys.argv[1]))
+run_local(prepare(cfg, log=lambda m: None), log=lambda m: None, fault_hook=kill_once(tuple(json.loads(sys.argv[2])), sys.argv[3]))
+"""
+
+
+def generate_killed(cfg: dict, where: tuple, marker: str | Path, timeout: float = 300) -> int:
+    """Run :func:`rbcray.generate.engine.run_local` on ``cfg`` (a GenerateConfig dict) in a child
+    process whose writer dies at ``where`` (e.g. ``("write", 1)``); returns its exit status."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg), json.dumps(list(where)), str(marker),
+                           str(Path(__file__).resolve().parent)], env=env, timeout=timeout, capture_output=True, text=True)
+    if proc.returncode != 1 or not os.path.exists(marker):
+        raise AssertionError(f"the child was not killed at {where} (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return proc.returncode

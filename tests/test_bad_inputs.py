@@ -542,8 +542,8 @@ def test_access_denied(k: int, world: World, monkeypatch, capsys) -> None:
 
 
 # ----------------------------------------------------------------------------- from the outside
-def _cli(argv: list, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _cli(argv: list, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    env = env or {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "rbcray", *argv], capture_output=True, env=env, timeout=120, **kw)
 
 
@@ -568,6 +568,42 @@ def test_non_utf8_and_space_paths_are_named(tmp_path) -> None:
     assert "Traceback" not in r.stderr.decode("utf-8", "replace")
     assert not os.path.exists(os.fsencode(tmp_path) + b"/out \xff")
 
+
+
+def test_unreachable_ray_cluster_is_one_line(world: World, tmp_path) -> None:
+    """``--address`` naming a port where no Ray cluster answers: one line, no traceback, no
+    output left that looks finished, and no minutes of ray.init retrying a dead address."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "gen"
+    r = _cli(["generate", "--checkpoint", world["model"], "--shapes", world["shapes"], "--stats", world["stats"],
+              "--num-samples", "2", "--width", "64", "--height", "64", "--out", str(out), "--address", f"127.0.0.1:{port}",
+              "--no-progress"], env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""})
+    err = r.stderr.decode().strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    assert err[-1].startswith(f"rbcray generate: error: cannot start or join the Ray cluster at 127.0.0.1:{port}: "
+                              f"nothing answers at 127.0.0.1:{port}"), err
+    assert "Traceback" not in r.stderr.decode()
+    assert not (out / "_manifest.json").exists() and not (out / "_lease.json").exists()
+
+
+def test_ray_init_failure_is_one_line(monkeypatch) -> None:
+    """Whatever ray.init raises (a GCS that does not come up, a bad option) becomes one RbcrayError line."""
+    import ray
+
+    from rbcray.distributed.runtime import init_ray
+    from rbcray.errors import RbcrayError
+
+    def fail(**kw):
+        raise RuntimeError("Failed to start GCS server\nsee the logs in /tmp/ray/session_latest")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fail)
+    with pytest.raises(RbcrayError, match=r"^cannot start or join a local Ray instance: Failed to start GCS server$"):
+        init_ray(address="local")
 
 # ----------------------------------------------------------------------------- the size guard per format
 def _jpeg_header(w: int, h: int) -> bytes:

@@ -111,13 +111,19 @@ def test_secrets_never_reach_outputs_or_logs(tmp_path, s3_server, inputs, monkey
             assert s not in text, f"a credential appears in {where}"
 
 
-@pytest.mark.parametrize("name", ["generate", "train"])
+@pytest.mark.parametrize("name", ["generate", "generate-local", "write", "train", "sweep"])
 def test_fault_hooks_are_private_arguments(name: str) -> None:
     """The only way in is a keyword argument of the Python API (tests pass a callable)."""
     import inspect
 
     if name == "generate":
         from rbcray.distributed.generate import run_ray as fn
+    elif name == "generate-local":
+        from rbcray.generate.engine import run_local as fn
+    elif name == "write":
+        from rbcray.generate.engine import write_payload as fn
+    elif name == "sweep":
+        from rbcray.distributed.sweep import run_sweep as fn
     else:
         from rbcray.distributed.train import train_distributed as fn
     p = inspect.signature(fn).parameters["fault_hook"]

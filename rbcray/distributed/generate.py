@@ -40,7 +40,8 @@ from rbcray.generate.engine import named_stage as _named
 from rbcray.generate.shards import Shard, ShardPlan
 
 #: A test's fault hook: ``hook(stage, shard_index)`` is called by an actor ('mask' or 'generate')
-#: before it works on a shard, and may kill the actor's process. Only a caller of :func:`run_ray`
+#: before it works on a shard, and by a writer task ('write' with half the shard's object
+#: written, 'index' before its index marker), and may kill the process. Only a caller of :func:`run_ray`
 #: can pass one (tests do); nothing reads it from the environment or a config.
 FaultHook = Callable[[str, int], None]
 
@@ -97,11 +98,12 @@ class ShardGenActor:
         return out
 
 
-def _writer(out: str, constants: dict[str, Any], png: bool, coco: bool) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+def _writer(out: str, constants: dict[str, Any], png: bool, coco: bool,
+            fault_hook: FaultHook | None = None) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     def write(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t = time.perf_counter()
         sh = Shard(int(_one(batch, "index")), int(_one(batch, "start")), int(_one(batch, "stop")))
-        e = _named(sh, "write", lambda: write_payload(out, sh, _one(batch, "payload"), constants, png, coco))
+        e = _named(sh, "write", lambda: write_payload(out, sh, _one(batch, "payload"), constants, png, coco, fault_hook=fault_hook))
         return {"name": np.array([e["name"]]), "start": np.array([e["start"]]), "stop": np.array([e["stop"]]),
                 "count": np.array([e["count"]]), "bytes": np.array([e["bytes"]]), "sha256": np.array([e["sha256"]]),
                 "mask_s": batch["mask_s"], "gen_s": batch["gen_s"], "write_s": np.array([time.perf_counter() - t]),
@@ -287,7 +289,7 @@ def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, A
             compute=ray.data.ActorPoolStrategy(min_size=r["gen_actors"], max_size=r["gen_actors_max"]),
             batch_size=1, batch_format="numpy", **gen_args, **extra,
         )
-        ds = ds.map_batches(_writer(cfg.out, plan.constants(), cfg.png, cfg.coco), num_cpus=r["write_cpus"],
+        ds = ds.map_batches(_writer(cfg.out, plan.constants(), cfg.png, cfg.coco, fault_hook), num_cpus=r["write_cpus"],
                             batch_size=1, batch_format="numpy", max_retries=MAX_TASK_RETRIES, retry_exceptions=False)
         written: dict[str, dict[str, Any]] = {}
         try:

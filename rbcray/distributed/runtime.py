@@ -11,6 +11,8 @@ import logging
 import os
 from typing import Any
 
+from rbcray.errors import RbcrayError
+
 # No usage reporting, ever (the brief's machines have no internet, and users did not opt in).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -57,9 +59,35 @@ def init_ray(
     else:
         opts["address"] = address
     opts.update(kwargs)
-    ray.init(**opts)
+    where = "a local Ray instance" if opts["address"] == "local" else f"the Ray cluster at {opts['address']}"
+    if opts["address"] not in ("local", "auto"):
+        _probe_gcs(str(opts["address"]), where)
+    try:
+        ray.init(**opts)
+    except (ConnectionError, RuntimeError, ValueError, OSError, TimeoutError) as e:
+        # Ray's own message, one line: a traceback through ray.init helps nobody
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise RbcrayError(f"cannot start or join {where}: {first[:300]}") from None
     # Ray Data prints a progress bar per operator; keep them, but not the verbose execution logs.
     return dict(ray.cluster_resources())
+
+
+def _probe_gcs(address: str, where: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` address must answer before ``ray.init``, which would otherwise retry a
+    dead address for minutes."""
+    import socket
+
+
+
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # not host:port (e.g. a cluster name Ray resolves itself): let ray.init judge
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise RbcrayError(f"cannot start or join {where}: nothing answers at {hostport} ({e.strerror or e})") from None
 
 
 def bundles_that_fit(nodes: list[dict[str, float]], need: dict[str, float]) -> int:
@@ -76,8 +104,6 @@ def wait_for_bundles(need: dict[str, float], count: int, timeout_s: float, what:
     """Ask the autoscaler for ``count`` bundles of ``need`` and wait until that many fit on live
     nodes; after ``timeout_s`` raise one line saying what the GPU nodes offer."""
     import time
-
-    from rbcray.errors import RbcrayError
 
     need = {k: float(v) for k, v in need.items() if v}
     if nodes_fn is None:

@@ -80,7 +80,14 @@ def read_synthetic_ray(src: SyntheticSource, n: int, scale: float) -> list[Sampl
 
 
 # ----------------------------------------------------------------------------- the trainable
-def _trainable(config: dict[str, Any], bundles: dict[str, DataBundle], sweep: dict[str, Any]) -> None:
+#: A test's fault hook: ``hook(trial_label, epoch)`` is called in the trial's process right after
+#: each epoch checkpoint is reported, and may kill it. Only a caller of :func:`run_sweep` can pass
+#: one (tests do); nothing reads it from the environment or a config.
+FaultHook = Callable[[str, int], None]
+
+
+def _trainable(config: dict[str, Any], bundles: dict[str, DataBundle], sweep: dict[str, Any],
+               fault_hook: FaultHook | None = None) -> None:
     """Tune function trainable: one (model, regime, seed), resumable from epoch checkpoints."""
     import torch
 
@@ -107,6 +114,8 @@ def _trainable(config: dict[str, Any], bundles: dict[str, DataBundle], sweep: di
         with tempfile.TemporaryDirectory() as d:
             torch.save(state, Path(d) / STATE_FILE)
             tune.report({"epoch": epoch, "loss": loss}, checkpoint=tune.Checkpoint.from_directory(d))
+        if fault_hook is not None:
+            fault_hook(trial_label(trial), epoch)
 
     with tempfile.TemporaryDirectory() as final:
 
@@ -229,8 +238,10 @@ def run_sweep(
     *,
     log: Callable[[str], None] = print,
     object_store_memory: int | None = 1_500_000_000,
+    fault_hook: FaultHook | None = None,
 ) -> dict[str, str]:
-    """Validate, load data, run every trial on Ray Tune, write the reports under ``out``."""
+    """Validate, load data, run every trial on Ray Tune, write the reports under ``out``
+    (``fault_hook``: tests only, see :data:`FaultHook`)."""
     t0 = time.perf_counter()
     plan: SweepPlan = plan_sweep(cfg)  # every data check, before Ray starts or anything trains
     writer = OutputWriter(out)
@@ -256,7 +267,7 @@ def run_sweep(
         if syn and syn["allow_overlap"]:
             log(f"data {name}: --allow-overlap: the leakage check is off (ablation)"
                 + (f"; it would refuse: {syn['overlaps'][0]}" if syn["overlaps"] else ""))
-    trainable = tune.with_parameters(_trainable, bundles=bundles, sweep=to_dict(cfg))
+    trainable = tune.with_parameters(_trainable, bundles=bundles, sweep=to_dict(cfg), fault_hook=fault_hook)
 
     def resources(config: dict[str, Any]) -> Any:
         r = cfg.resources_of(cfg.model(config["trial"]["model"]))

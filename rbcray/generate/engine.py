@@ -209,6 +209,8 @@ def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> R
             raise RbcrayError(f"{cfg.out}: not empty and not an rbcray generate output (found {names[0]!r})")
         S.write_plan(cfg.out, plan)
     S.move_manifest_aside(cfg.out)
+    if S.remove_partials(cfg.out):
+        log("removed the temporary file(s) of shards a previous run died writing")
     shards = S.plan_shards(cfg.num_samples, per_shard)
     done = S.done_from_listing(cfg.out, shards)
     if done:
@@ -359,8 +361,10 @@ class ShardTranslator:
         return payload_bytes(t)
 
 
-def write_payload(out: str, shard: S.Shard, payload: bytes, constants: dict[str, Any], png: bool = False, coco: bool = False) -> dict[str, Any]:
-    """Stage 3: write a shard whole (PNG tree and COCO fragment first, the Parquet file, its marker)."""
+def write_payload(out: str, shard: S.Shard, payload: bytes, constants: dict[str, Any], png: bool = False, coco: bool = False, *,
+                  fault_hook: S.WriteHook | None = None) -> dict[str, Any]:
+    """Stage 3: write a shard whole (PNG tree and COCO fragment first, the Parquet file, its marker;
+    ``fault_hook``: tests only, see :data:`rbcray.generate.shards.WriteHook`)."""
     rows = payload_table(payload).to_pylist()
     if png:
         from rbcray.generate.export import write_png_tree
@@ -370,7 +374,7 @@ def write_payload(out: str, shard: S.Shard, payload: bytes, constants: dict[str,
         from rbcray.generate.coco import write_coco_fragment
 
         write_coco_fragment(out, shard, rows)
-    return S.write_shard(out, shard, rows, constants)
+    return S.write_shard(out, shard, rows, constants, fault_hook=fault_hook)
 
 
 def finish(plan: RunPlan, entries: list[dict[str, Any]], seconds: float, stage_seconds: dict[str, float]) -> dict[str, Any]:
@@ -441,8 +445,10 @@ def quality_summary(plan: RunPlan) -> dict[str, Any] | None:
             "accepted": len(q) - below, "below_min_quality": below, "yield": (len(q) - below) / candidates}
 
 
-def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """All three stages in this process, shard after shard (no Ray); returns the manifest."""
+def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], None] = print, *,
+              fault_hook: S.WriteHook | None = None) -> dict[str, Any]:
+    """All three stages in this process, shard after shard (no Ray); returns the manifest.
+    ``fault_hook`` is for tests only (see :data:`rbcray.generate.shards.WriteHook`)."""
     cfg = plan.cfg
     try:
         t0 = time.perf_counter()
@@ -463,7 +469,7 @@ def run_local(plan: RunPlan, device: str | None = None, log: Callable[[str], Non
             b = time.perf_counter()
             p = named_stage(sh, "images", lambda p=p: translator(p))
             c = time.perf_counter()
-            entries.append(named_stage(sh, "write", lambda sh=sh, p=p: write_payload(cfg.out, sh, p, constants, cfg.png, cfg.coco)))
+            entries.append(named_stage(sh, "write", lambda sh=sh, p=p: write_payload(cfg.out, sh, p, constants, cfg.png, cfg.coco, fault_hook=fault_hook)))
             busy["mask"] += b - a
             busy["generate"] += c - b
             busy["write"] += time.perf_counter() - c

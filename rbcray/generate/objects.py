@@ -76,13 +76,13 @@ def retrying(fn: Callable[[], T], what: str, attempts: int = ATTEMPTS, sleep: Ca
 _write_hook: Callable[[str, str], None] | None = None
 
 
-def write(uri: str, data: bytes) -> None:
-    """:func:`rbcray.storage.write_bytes` with retries."""
+def write(uri: str, data: bytes, *, after_part: Callable[[], None] | None = None) -> None:
+    """:func:`rbcray.storage.write_bytes` with retries (``after_part``: tests only, see there)."""
 
     def go() -> None:
         if _write_hook is not None:
             _write_hook("write", uri)
-        storage.write_bytes(uri, data)
+        storage.write_bytes(uri, data, after_part=after_part)
 
     retrying(go, uri)
 

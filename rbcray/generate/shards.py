@@ -27,10 +27,12 @@ Face ``datasets.load_dataset("parquet", data_dir=OUT)`` picks out as the train s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,17 +217,43 @@ def marker_name(entry: dict[str, Any]) -> str:
     return f"{entry['start']:09d}-{entry['stop']:09d}.{entry['bytes']}.{entry['sha256']}"
 
 
-def write_shard(out: str, shard: Shard, rows: Sequence[dict[str, Any]], constants: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write one complete shard atomically, then its index marker; returns its manifest entry."""
+#: A test's fault hook for the writer: ``hook("write", k)`` is called with half of shard ``k``'s
+#: object written, ``hook("index", k)`` with the object in place but not yet its index marker.
+#: Only a caller can pass one (tests do); nothing reads it from the environment or a config.
+WriteHook = Callable[[str, int], None]
+
+
+def write_shard(out: str, shard: Shard, rows: Sequence[dict[str, Any]], constants: dict[str, Any] | None = None, *,
+                fault_hook: WriteHook | None = None) -> dict[str, Any]:
+    """Write one complete shard atomically, then its index marker; returns its manifest entry.
+
+    A shard without its marker is not done: a writer that dies anywhere before the marker leaves
+    a shard that the next run rewrites (and, locally, a ``.<name>.*.partial`` temporary that
+    :func:`remove_partials` clears; on object storage an unfinished upload is never visible)."""
     ids = sorted(r["sample_id"] for r in rows)
     if ids != list(range(shard.start, shard.stop)):
         raise RuntimeError(f"{shard.name}: rows hold ids {ids[:3]}...{ids[-3:]}, expected {shard.start}..{shard.stop - 1}")
     data = table_bytes(shard_table(rows, constants))
-    objects.write(storage.join(out, shard.name), data)
+    part = None if fault_hook is None else (lambda: fault_hook("write", shard.index))
+    objects.write(storage.join(out, shard.name), data, after_part=part)
     entry = {"name": shard.name, "start": shard.start, "stop": shard.stop, "count": shard.count,
              "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if fault_hook is not None:
+        fault_hook("index", shard.index)
     objects.write(storage.join(out, INDEX, marker_name(entry)), b"")
     return entry
+
+
+def remove_partials(out: str) -> int:
+    """Delete the temporary files of shards whose local writer died mid-write (run under the
+    output's lease, so no live writer owns one); returns how many. Object storage keeps none."""
+    if storage.is_remote(out) or not os.path.isdir(out):
+        return 0
+    stale = [n for n in os.listdir(out) if n.startswith(f".{SHARD_PREFIX}") and n.endswith(".partial")]
+    for n in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(out, n))
+    return len(stale)
 
 
 def done_from_listing(out: str, plan: ShardPlan) -> dict[str, dict[str, Any]]:
