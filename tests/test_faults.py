@@ -127,3 +127,40 @@ def test_ray_writer_killed_mid_upload_to_s3(inputs, clean, s3_server, ray_sessio
     run_ray(prepare(cfg, log=lambda m: None), log=lambda m: None, fault_hook=kill_once(("write", 1), marker))
     assert marker.exists(), "the writer was not killed"
     _assert_same_as_clean(out, clean)
+
+
+@pytest.mark.slow
+def test_ray_run_on_s3_stopped_then_resumed(inputs, clean, s3_server, ray_session) -> None:
+    """A Ray-mode run to s3:// stops on shard 2 (its generator fails for good); the same command
+    again resumes from the listing, makes only what is missing, and equals a clean run."""
+    from rbcray.distributed.generate import run_ray
+
+    out2 = f"s3://{s3_server()}/ray"
+    cfg2 = from_dict(GenerateConfig, _cfg(inputs, out2))
+    index = storage.join(out2, INDEX)
+
+    def stop_at_2(stage: str, k: int) -> None:
+        if stage == "generate" and k == 2:  # once shards 0 and 1 are in (bounded wait), fail for good
+            import time
+
+            from rbcray.generate import objects
+
+            deadline = time.time() + 60
+            while len(objects.list_sizes(index)) < 2 and time.time() < deadline:
+                time.sleep(0.2)
+            raise RuntimeError("injected failure on shard 2")
+
+    with pytest.raises(RbcrayError) as stopped:
+        run_ray(prepare(cfg2, log=lambda m: None), log=lambda m: None, fault_hook=stop_at_2)
+    assert "\n" not in str(stopped.value)  # one line
+    assert objects.read(storage.join(out2, MANIFEST)) is None and objects.read(storage.join(out2, LEASE)) is None
+    assert "train-000000004-000000006.parquet" not in _shards(out2)
+    # the same command again resumes from the listing: only what is missing is made
+    logs: list[str] = []
+    plan = prepare(cfg2, log=logs.append)
+    done = sorted(plan.done)  # shards 0 and 1, unless one was still queued behind shard 2
+    assert 1 <= len(done) <= 2 and set(done) <= set(sorted(clean)[:2])
+    assert [s.index for s in plan.todo] == [k for k in range(3) if sorted(clean)[k] not in done]
+    assert logs == [f"resuming: {len(done)} of 3 shard(s) already written, {3 - len(done)} to go"]
+    run_ray(plan, log=lambda m: None)
+    _assert_same_as_clean(out2, clean)

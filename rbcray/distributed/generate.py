@@ -292,8 +292,10 @@ def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, A
         ds = ds.map_batches(_writer(cfg.out, plan.constants(), cfg.png, cfg.coco, fault_hook), num_cpus=r["write_cpus"],
                             batch_size=1, batch_format="numpy", max_retries=MAX_TASK_RETRIES, retry_exceptions=False)
         written: dict[str, dict[str, Any]] = {}
+        failure: str | None = None
+        rows = ds.iter_rows()
         try:
-            for row in ds.iter_rows():
+            for row in rows:
                 if plan.lease is not None and plan.lease.lost:
                     raise RbcrayError(plan.lease.lost)
                 e = {k: row[k] for k in ("name", "start", "stop", "count", "bytes", "sha256")}
@@ -303,10 +305,16 @@ def _run_ray(plan: RunPlan, log: Callable[[str], None], runtime_env: dict[str, A
                 busy["generate"] += float(row["gen_s"])
                 busy["write"] += float(row["write_s"])
                 done_at.append((float(row["done_at"]), int(e["count"])))
-        except RbcrayError:
-            raise
+        except RbcrayError as e:
+            failure = str(e)
         except Exception as e:  # noqa: BLE001 - Ray wraps the stage's error; report its one line
-            raise RbcrayError(_one_line(e)) from None
+            failure = _one_line(e)
+        if failure is not None:
+            # raised outside the except clauses and after dropping the pipeline: an exception
+            # (or its traceback) that still referenced the dataset would keep its actors, and
+            # their CPUs, alive in a long-lived caller, so a re-run in the same process would wait
+            del rows, ds
+            raise RbcrayError(failure)
         entries += list(written.values())
     seconds = time.perf_counter() - t0
     manifest = finish(plan, entries, seconds, busy)
