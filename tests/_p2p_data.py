@@ -14,6 +14,15 @@ from rbcray.data.annotate import annotate_image, config_for_source
 from rbcray.data.dataset import DatasetWriter
 from rbcray.data.formats import relabel_sequential
 from rbcray.io import read_image
+from rbcray.models.pix2pixhd.model import Pix2PixHDConfig
+from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig
+
+#: the smallest pix2pixHD that still runs both stages (tests of the training and export paths)
+TINY = Pix2PixHDTrainConfig(
+    model=Pix2PixHDConfig(ngf=4, ndf=4, nef=4, n_down_global=3, n_blocks_global=1, n_blocks_local=1, n_down_E=3),
+    crop_size=(64, 64), stage1_epochs=1, stage2_epochs=1, freeze_global_epochs=1, vgg_loss=False,
+    samples_per_epoch=4, batch_size=2, style_clusters=3,
+)
 
 
 def quick_instances(img: np.ndarray) -> np.ndarray:

@@ -10,24 +10,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from _p2p_data import make_dataset  # noqa: E402
+from _p2p_data import TINY, make_dataset  # noqa: E402
 
 from rbcray.config import replace  # noqa: E402
 from rbcray.errors import ConfigError  # noqa: E402
 from rbcray.models.pix2pixhd.checkpoint import load_torch_bytes, read_model  # noqa: E402
 from rbcray.models.pix2pixhd.inference import Pix2PixHDTranslator  # noqa: E402
-from rbcray.models.pix2pixhd.model import Pix2PixHDConfig  # noqa: E402
 from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig  # noqa: E402
 from rbcray.train.pix2pixhd_export import export_model  # noqa: E402
 from rbcray.train.pix2pixhd_loop import Trainer, open_dataset, paired_augment  # noqa: E402
 
 torch.set_num_threads(1)
 
-TINY = Pix2PixHDTrainConfig(
-    model=Pix2PixHDConfig(ngf=4, ndf=4, nef=4, n_down_global=3, n_blocks_global=1, n_blocks_local=1, n_down_E=3),
-    crop_size=(64, 64), stage1_epochs=1, stage2_epochs=1, freeze_global_epochs=1, vgg_loss=False,
-    samples_per_epoch=4, batch_size=2, style_clusters=3,
-)
 
 
 @pytest.fixture(scope="module")
