@@ -121,3 +121,21 @@ class TranslatorBase:
     ) -> list[np.ndarray]:
         """RGB uint8 (H, W, 3) images, one per instance map, in input order."""
         return [img for img, _ in self.translate_with_styles(instances, categories, seeds, style)]  # type: ignore[attr-defined]
+
+    @staticmethod
+    def batch_args(
+        instances: Sequence[np.ndarray],
+        categories: Sequence[Mapping[int, int] | None] | None,
+        seeds: Sequence[int | Sequence[int]],
+        style: int | None | Sequence[int | None],
+    ) -> tuple[list[Mapping[int, int] | None], list[int | None]]:
+        """(category map, style) per sample, ``None``/a single style broadcast to every sample;
+        one error line when the per-sample lists disagree in length."""
+        n = len(instances)
+        cats = list(categories) if categories is not None else [None] * n
+        styles = list(style) if isinstance(style, (list, tuple)) else [style] * n
+        if not (len(cats) == len(seeds) == len(styles) == n):
+            from rbcray.errors import RbcrayError
+
+            raise RbcrayError(f"translate: got {n} masks, {len(cats)} category maps, {len(seeds)} seeds, {len(styles)} styles")
+        return cats, styles

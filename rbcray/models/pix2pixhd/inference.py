@@ -127,11 +127,8 @@ class Pix2PixHDTranslator(TranslatorBase):
         style: int | None | Sequence[int | None] = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(image, cluster per instance id) for each sample."""
+        cats, styles = self.batch_args(instances, categories, seeds, style)
         n = len(instances)
-        cats = list(categories) if categories is not None else [None] * n
-        styles = list(style) if isinstance(style, (list, tuple)) else [style] * n
-        if not (len(cats) == len(seeds) == len(styles) == n):
-            raise RbcrayError(f"translate: got {n} masks, {len(cats)} category maps, {len(seeds)} seeds, {len(styles)} styles")
         prepared = []
         for i, inst in enumerate(instances):
             seed = _seed(seeds[i])

@@ -74,11 +74,7 @@ class UNetTranslator(TranslatorBase):
         style: int | None | Sequence[int | None] = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(image, -1 per instance id: no style clusters) for each sample."""
-        n = len(instances)
-        cats = list(categories) if categories is not None else [None] * n
-        if not (len(cats) == len(seeds) == n):
-            raise RbcrayError(f"translate: got {n} masks, {len(cats)} category maps, {len(seeds)} seeds")
-        styles = list(style) if isinstance(style, (list, tuple)) else [style] * n
+        cats, styles = self.batch_args(instances, categories, seeds, style)
         if any(s is not None for s in styles):
             raise RbcrayError("this model has no style clusters (unet-wgangp); use style=None")
         out = []
