@@ -90,3 +90,45 @@ def test_partial_keeps_complete_cells_only():
     assert part.learning_curve is None and "RD+SD+aug" in note and "learning curve incomplete" in note
     s = summarise_all(part, res)
     assert [r.regime for r in s.rows] == ["RD", "RD+aug", "RD+SD"] and not s.worth
+
+
+def test_downstream_rows_per_family_are_paired_and_reach_realism(tmp_path):
+    """Two synthetic sources over the same real data: one row per family, the second one's
+    difference to the first is paired (same draws) and lands in realism.md and report.json."""
+    c = sweep_from_dict({
+        "name": "families",
+        "datasets": [{"name": "chula", "real": "same", "synthetic": "p2p-shards"},
+                     {"name": "chula-unet", "real": "same", "synthetic": "unet-shards"},
+                     {"name": "other", "real": "elsewhere", "synthetic": "p2p-shards"}],
+        "models": [{"label": "FCN-8s", "model": "fcn8s", "dataset": "chula"},
+                   {"label": "FCN-8s (unet)", "model": "fcn8s", "dataset": "chula-unet", "regimes": ["RD+SD"]},
+                   {"label": "FCN-8s (other data)", "model": "fcn8s", "dataset": "other", "regimes": ["RD+SD"]}],
+        "regimes": ["RD", "RD+aug", "RD+SD"], "n_real": 4, "total": 12, "bootstrap": 300,
+    })
+    rng = np.random.default_rng(1)
+    hard = rng.normal(0, 0.1, 40)  # per-image difficulty, shared by every model: pairing removes it
+    gain = {("FCN-8s", "RD"): 0.0, ("FCN-8s", "RD+aug"): 0.01, ("FCN-8s", "RD+SD"): 0.05,
+            ("FCN-8s (unet)", "RD+SD"): 0.03, ("FCN-8s (other data)", "RD+SD"): 0.2}
+    res = []
+    for t in c.trials():
+        vals = 0.6 + gain[(t["model"], t["regime"])] + hard + rng.normal(0, 0.002, 40)
+        res.append(TrialResult(model=t["model"], regime=t["regime"], seed=t["seed"], metric="dice",
+                               value=float(vals.mean()), records=[{"dice": float(v)} for v in vals],
+                               test_names=[f"t{i}" for i in range(40)], subset=t["subset"], n_real=4))
+    s = summarise_all(c, res)
+    assert [r["label"] for r in s.families] == ["FCN-8s", "FCN-8s (unet)"]  # other data: not comparable
+    unet = s.families[1]
+    first = unet["vs"]["first family (FCN-8s)"]
+    assert first["diff"] == pytest.approx(-0.02, abs=2e-3)
+    # paired: the shared per-image difficulty (std 0.1 / sqrt(40) ~ .016) cancels out of the interval
+    assert first["ci_high"] < 0 and first["ci_high"] - first["ci_low"] < 0.01
+    assert unet["vs"]["RD"]["diff"] == pytest.approx(0.03, abs=2e-3) and unet["vs"]["RD"]["ci_low"] > 0
+    assert unet["family"] == "chula-unet"  # no manifest to read a family name from
+    realism = {"p2p": {"source": "p2p-shards"}, "unet-wgangp": {"source": "unet-shards"}, "_setup": {}}
+    write_reports(OutputWriter(str(tmp_path)), c, res, {"chula": "derived"}, realism=realism, realism_md="## Image realism\n")
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert set(rep["realism"]["unet-wgangp"]["downstream"]) == {"FCN-8s (unet)"}
+    assert len(rep["families"]) == 2
+    md = (tmp_path / "realism.md").read_text()
+    assert "Downstream, per generator family" in md and "| FCN-8s (unet) (Dice) | chula-unet |" in md
+    assert "Downstream, per generator family" in (tmp_path / "table.md").read_text()

@@ -148,3 +148,11 @@ def test_demo_evaluate_compares_both_families(tmp_path) -> None:
     assert cfg.realism.dataset == "chula" and cfg.realism_dataset().synthetic == str(tmp_path / "generate" / "shards")
     assert cfg.realism.compare == {"pix2pixhd": str(tmp_path / "generate" / "shards"),
                                    "unet-wgangp": str(tmp_path / "generate" / "unet-shards")}
+    # one downstream RD+SD row per family: the FCN and the detector again on the unet-wgangp shards
+    fam = {m.label: m for m in cfg.models if m.dataset == "chula-unet-wgangp"}
+    assert set(fam) == {"FCN-8s (unet-wgangp)", "Faster R-CNN (unet-wgangp)"}
+    assert all(cfg.model_regimes(m) == ("RD+SD",) for m in fam.values())
+    assert cfg.dataset("chula-unet-wgangp").synthetic == str(tmp_path / "generate" / "unet-shards")
+    from rbcray.evaluate.family_rows import data_key
+
+    assert data_key(cfg, "chula-unet-wgangp") == "chula"  # paired with the pix2pixHD rows

@@ -11,6 +11,9 @@ unet-wgangp samples of ``generate/unet-shards`` (``realism.compare``, keyed by t
 manifest names) -- and real vs real, on the test role's images, with an encoder trained on the
 train role inside the evaluation; ``report.json`` holds ``realism: {"pix2pixhd": ...,
 "unet-wgangp": ..., "real_vs_real": ...}``.
+The FCN-8s and Faster R-CNN also train RD+SD on the unet-wgangp samples (dataset
+``chula-unet-wgangp``: the same real and test images), so the realism report ends with one
+downstream row per family (:mod:`rbcray.evaluate.family_rows`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,21 @@ def demo_synthetic(ctx: Any) -> Path:
     )
 
 
+#: models that also train RD+SD on the second family's samples (one downstream row each)
+FAMILY_MODELS = ("FCN-8s", "Faster R-CNN")
+
+
+def add_family_rows(datasets: list[dict[str, Any]], models: list[dict[str, Any]], source: Path,
+                    family: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Chula dataset again with ``source`` as its synthetic data, and RD+SD of
+    :data:`FAMILY_MODELS` on it: the downstream rows per family (rbcray.evaluate.family_rows)."""
+    name = family or source.name
+    chula = next(d for d in datasets if d["name"] == "chula")
+    extra = [{**m, "label": f"{m['label']} ({name})", "dataset": f"chula-{name}", "regimes": ["RD+SD"]}
+             for m in models if m["label"] in FAMILY_MODELS]
+    return [*datasets, {**chula, "name": f"chula-{name}", "synthetic": str(source)}], [*models, *extra]
+
+
 def demo_sweep(ctx: Any, storage_dir: Path) -> Any:
     """The demo's sweep config, filled in with the demo's own data (see the module docstring)."""
     from rbcray.evaluate.config import SweepConfig, load_sweep
@@ -63,6 +81,8 @@ def demo_sweep(ctx: Any, storage_dir: Path) -> Any:
         ctx.log(f"realism: no second family's samples at {ctx.out / 'generate' / 'unet-shards'}; comparing pix2pixHD only")
     base["realism"] = {**base.get("realism", {}), "dataset": "chula",
                        "compare": {source_family(str(p)) or p.name: str(p) for p in compare}}
+    if len(compare) > 1:
+        base["datasets"], base["models"] = add_family_rows(base["datasets"], base["models"], compare[1], source_family(str(compare[1])))
     base["storage"] = str(storage_dir)
     if ctx.data_dir is not None:
         base["data_dir"] = str(ctx.data_dir)

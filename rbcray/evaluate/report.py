@@ -38,6 +38,7 @@ from rbcray.evaluate.contrasts import (
     synthetic_worth,
     unit_replicates,
 )
+from rbcray.evaluate.family_rows import attach_to_realism, data_key, family_markdown, family_rows
 from rbcray.evaluate.metrics import metric_value
 from rbcray.evaluate.regimes import regime_counts
 from rbcray.evaluate.report_sections import Summary, contrast_table, curve_png, curve_table, leakage_lines
@@ -88,10 +89,12 @@ class _Cells:
                 row.append(t)
             grid.append(row)
         n_test = len(grid[0][0].records)
-        if m.dataset not in self.tables:
-            rng = np.random.default_rng([cfg.bootstrap_seed, zlib.crc32(m.dataset.encode())])
-            self.tables[m.dataset] = boot_tables(n_test, len(cfg.rd_subsets), len(cfg.seeds), cfg.bootstrap, rng)
-        tab = self.tables[m.dataset]
+        # datasets over the same real data share one draw table, so cross-dataset differences pair
+        key = data_key(cfg, m.dataset)
+        if key not in self.tables:
+            rng = np.random.default_rng([cfg.bootstrap_seed, zlib.crc32(key.encode())])
+            self.tables[key] = boot_tables(n_test, len(cfg.rd_subsets), len(cfg.seeds), cfg.bootstrap, rng)
+        tab = self.tables[key]
         points = np.empty((len(grid), len(grid[0])))
         unit = np.empty((*points.shape, tab.n_boot))
         for i, row in enumerate(grid):
@@ -136,7 +139,10 @@ def summarise_all(cfg: SweepConfig, results: list[TrialResult]) -> Summary:
         worth = synthetic_worth(
             lc.sizes, [p for p, _ in pts["RD"]], np.stack([r for _, r in pts["RD"]]),
             [p for p, _ in pts["RD+SD"]], np.stack([r for _, r in pts["RD+SD"]]), cfg.ci)
-    return Summary(rows, contrasts, curve, worth)
+    from rbcray.evaluate.realism import source_family
+
+    families = family_rows(cfg, cells.get, source_family)
+    return Summary(rows, contrasts, curve, worth, families)
 
 
 def summarise(cfg: SweepConfig, results: list[TrialResult]) -> list[Row]:
@@ -315,6 +321,10 @@ def write_reports(
     """
     summary = summarise_all(cfg, results)
     rows = summary.rows
+    fam_md = family_markdown(summary.families, cfg.ci)
+    if fam_md:
+        attach_to_realism(realism, summary.families)
+        realism_md = (realism_md + "\n" + fam_md) if realism_md else fam_md
     paths = {
         "table.csv": out.put("table.csv", csv_text(rows).encode()),
         "table.png": out.put("table.png", bar_chart_png(cfg, rows)),
@@ -338,7 +348,7 @@ def write_reports(
         "contrasts": {k: [c.to_dict() for c in v] for k, v in summary.contrasts.items()},
         "learning_curve": {"rows": [r.__dict__ for r in summary.curve], "worth": [w.to_dict() for w in summary.worth]}
         if summary.curve else None,
-        "realism": realism, "files": sorted(paths),
+        "families": summary.families or None, "realism": realism, "files": sorted(paths),
     }
     paths["report.json"] = out.put("report.json", (json.dumps(report, indent=2, default=float) + "\n").encode())
     return paths

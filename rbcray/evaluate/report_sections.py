@@ -25,6 +25,8 @@ class Summary:
     contrasts: dict[str, list[Contrast]] = field(default_factory=dict)
     curve: list[Row] = field(default_factory=list)
     worth: list[Worth] = field(default_factory=list)
+    #: downstream RD+SD rows per generator family (:mod:`rbcray.evaluate.family_rows`)
+    families: list[dict[str, Any]] = field(default_factory=list)
 
 
 def contrast_table(cfg: SweepConfig, summary: Summary) -> str:

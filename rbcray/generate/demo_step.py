@@ -23,8 +23,9 @@ from rbcray.errors import DataError
 
 DEMO_SAMPLES = 32
 DEMO_SHARD = 8
-#: unet-wgangp samples: at least the realism comparison's baseline half of the held-out images
-UNET_SAMPLES = 8
+#: unet-wgangp samples: the realism comparison's baseline half of the held-out images, and the
+#: synthetic items of the evaluation's RD+SD rows for this family (sweep-demo.yaml: total - n_real)
+UNET_SAMPLES = 16
 
 
 def generate_step(ctx: DemoContext) -> dict[str, Any]:
