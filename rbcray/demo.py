@@ -28,6 +28,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("stats", "rbcray.data.demo_steps:stats_step"),
     ("masks", "rbcray.synth.demo_step:masks_step"),
     ("train", "rbcray.train.demo_step:train_step"),
+    # one rare class: the pseudo-labeller and UNIT normal -> target, used by generate's --morphology
+    ("morphology", "rbcray.train.demo_morphology:morphology_step"),
     ("generate", "rbcray.generate.demo_step:generate_step"),
     # keep last: it evaluates the data every earlier step produced
     ("evaluate", "rbcray.evaluate.demo_step:evaluate_step"),

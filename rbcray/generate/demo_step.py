@@ -28,6 +28,18 @@ DEMO_SHARD = 8
 UNET_SAMPLES = 16
 
 
+def demo_morphology(ctx: DemoContext) -> dict[str, Any]:
+    """``--morphology`` options from the morphology step's classifier and UNIT (none without them)."""
+    from rbcray.train.demo_morphology import SHARE, TARGET, THRESHOLD, morphology_dirs
+
+    dirs = morphology_dirs(ctx)
+    if not all((p / "model.json").is_file() or (p / "unit.json").is_file() for p in dirs.values()):
+        ctx.log(f"generate: no morphology step outputs at {ctx.out / 'morphology'}; no rare cells in the smears")
+        return {}
+    return {"morphology": f"{TARGET}:{SHARE}", "morphology_model": str(dirs["unit"]),
+            "morphology_classifier": str(dirs["classifier"]), "morphology_threshold": THRESHOLD}
+
+
 def generate_step(ctx: DemoContext) -> dict[str, Any]:
     from rbcray.distributed.generate import run_ray
     from rbcray.generate.config import GenerateConfig
@@ -46,7 +58,8 @@ def generate_step(ctx: DemoContext) -> dict[str, Any]:
     if params.exists():
         inputs["params"] = params
     cfg = from_dict(GenerateConfig, {**{k: str(v) for k, v in inputs.items()}, "out": str(out), "num_samples": DEMO_SAMPLES,
-                                     "seed": 0, "shard_size": DEMO_SHARD, "png": True, "coco": True, "progress": False})
+                                     "seed": 0, "shard_size": DEMO_SHARD, "png": True, "coco": True, "progress": False,
+                                     **demo_morphology(ctx)})
     manifest = run_ray(prepare(cfg, ctx.log), ctx.log)
     res = verify_output(str(out))
     if res["problems"]:
@@ -69,7 +82,11 @@ def generate_step(ctx: DemoContext) -> dict[str, Any]:
         if ures["problems"]:
             raise DataError(f"{uout}: verify found {len(ures['problems'])} problem(s), first: {ures['problems'][0]}")
         unet = {"unet_shards": str(uout), "unet_samples": f"{um['n_samples']} (unet-wgangp), verified"}
+    m = manifest.get("morphology") or {"classes": {}}
+    morph = {f"morphology {name}": f"{v['accepted']} of {v['requested']} translated cells kept at t = {m['threshold']}"
+             for name, v in m["classes"].items()}
     return {
+        **morph,
         "shards": str(out),
         "samples": f"{manifest['n_samples']} in {manifest['n_shards']} shards, verified",
         "samples_per_s": f"{manifest['summary']['new_samples'] / max(manifest['summary']['seconds'], 1e-9):.2f}",
