@@ -130,5 +130,5 @@ def test_downstream_rows_per_family_are_paired_and_reach_realism(tmp_path):
     assert set(rep["realism"]["unet-wgangp"]["downstream"]) == {"FCN-8s (unet)"}
     assert len(rep["families"]) == 2
     md = (tmp_path / "realism.md").read_text()
-    assert "Downstream, per generator family" in md and "| FCN-8s (unet) (Dice) | chula-unet |" in md
+    assert "Downstream, per generator family" in md and "| FCN-8s (unet) | Dice | chula-unet |" in md
     assert "Downstream, per generator family" in (tmp_path / "table.md").read_text()

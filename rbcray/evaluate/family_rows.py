@@ -91,14 +91,14 @@ def family_markdown(rows: list[dict[str, Any]], ci: float) -> str:
         f"The same model, real images and test images; only the synthetic source differs. {pct}% intervals; "
         "differences are paired (same resampled test images, RD subsets and seeds).",
         "",
-        "| model | family | RD+SD | − first family | − RD | − RD+aug |",
-        "|---|---|---|---|---|---|",
+        "| model | metric | family | RD+SD | − first family | − RD | − RD+aug |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         first = next((v for k, v in r["vs"].items() if k.startswith("first family")), None)
         v = r["rd_sd"]
         lines.append(
-            f"| {r['label']} ({METRIC_LABEL.get(r['metric'], r['metric'])}) | {r['family']} | "
+            f"| {r['label']} | {METRIC_LABEL.get(r['metric'], r['metric'])} | {r['family']} | "
             f"{v['mean']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] | {fmt(first)} | {fmt(r['vs'].get('RD'))} | "
             f"{fmt(r['vs'].get('RD+aug'))} |"
         )
