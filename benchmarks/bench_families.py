@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     unet_cfg = replace(resolve_config(args.unet_config, "unet-wgangp"), seed=args.seed, epochs=10_000)
     if args.cpu_minutes:
         # CPU time, not wall time: a budget that other jobs on a shared host cannot shrink
-        p2p = train_budget(p2p_cfg.with_epochs(10_000), str(train_dir), str(work / "p2p"), args.cpu_minutes * 60, log, cpu_seconds)
+        # pix2pixHD's schedule (stage 1, then the local enhancer, lr decay) follows its epoch count:
+        # give --p2p-epochs sized to the budget; the budget still stops it at an epoch end
+        p2p_cfg = p2p_cfg if args.p2p_epochs else p2p_cfg.with_epochs(10_000)
+        p2p = train_budget(p2p_cfg, str(train_dir), str(work / "p2p"), args.cpu_minutes * 60, log, cpu_seconds)
         unet = train_budget(unet_cfg, str(train_dir), str(work / "unet"), args.cpu_minutes * 60, log, cpu_seconds)
     else:
         p2p = train_budget(p2p_cfg, str(train_dir), str(work / "p2p"), None, log)
