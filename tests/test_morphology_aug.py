@@ -1,0 +1,189 @@
+"""Gupta et al.'s evaluation (real vs real + synthetic rare cells): paired bootstrap, t selection,
+determinism of the synthetic set, leak refusal, config checks, and one tiny end-to-end run through
+the sweep (a morphology-only sweep: no image models, no Ray).
+
+Tiny untrained UNITs (tests/morph_fixtures.py) and one-epoch classifiers: plumbing, not figures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from morph_fixtures import make_classifier, make_unit
+from test_morphology_classifier import toy_dataset
+
+from rbcray.config import from_dict
+from rbcray.data.cells import extract_cells
+from rbcray.data.dataset import Dataset
+from rbcray.data.splits import make_splits, save_splits
+from rbcray.errors import ConfigError, DataError
+from rbcray.evaluate.config import sweep_from_dict
+from rbcray.evaluate.morphology_aug import (
+    draw_sources,
+    evaluate_augmentation,
+    paired_image_bootstrap,
+    regime_key,
+    select_threshold,
+    synthesize,
+)
+from rbcray.evaluate.morphology_aug_config import MorphologyAugConfig
+from rbcray.evaluate.morphology_aug_report import key_line, to_markdown
+from rbcray.models.morphology import MorphologyNetConfig
+from rbcray.train.morphology import MorphologyTrainConfig
+
+TINY = {"model": {"width": 4, "blocks": 1}, "epochs": 1, "batch_size": 16}
+
+
+def _preds(seed: int, n_img: int = 12, per: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n_img * per)
+    probs = rng.dirichlet(np.ones(3), n_img * per)
+    probs[np.arange(len(labels)), labels] += 0.3  # better than chance
+    return probs / probs.sum(1, keepdims=True), labels, np.repeat(np.arange(n_img), per)
+
+
+def test_paired_bootstrap_of_identical_predictions_is_exactly_zero() -> None:
+    probs, labels, img = _preds(0)
+    res = paired_image_bootstrap({"real": probs, "same": probs.copy()}, labels, img, [0, 1, 2], "real", n_boot=200)
+    d = res["diff"]["same"]
+    assert d["auc"] == [0.0, 0.0, 0.0] and d["auc_ci"] == [[0.0, 0.0]] * 3
+    assert d["macro"] == 0.0 and d["macro_ci"] == [0.0, 0.0]
+    m = res["models"]["real"]
+    for j in range(3):  # a real interval around a better-than-chance AUC
+        lo, hi = m["auc_ci"][j]
+        assert 0.5 < lo <= m["auc"][j] <= hi < 1.0 and hi > lo
+    assert res["n_images"] == 12 and res["n_test"] == [int((labels == c).sum()) for c in range(3)]
+
+
+def test_paired_bootstrap_difference_is_paired() -> None:
+    probs, labels, img = _preds(1)
+    worse = 0.5 * probs + 0.5 * np.random.default_rng(9).dirichlet(np.ones(3), len(labels))
+    res = paired_image_bootstrap({"real": probs, "worse": worse}, labels, img, [0, 1, 2], "real", n_boot=300)
+    d, m = res["diff"]["worse"], res["models"]
+    assert all(a < 0 for a in d["auc"])
+    assert d["auc"] == pytest.approx([w - r for w, r in zip(m["worse"]["auc"], m["real"]["auc"])])
+    assert all(lo < hi for lo, hi in d["auc_ci"])
+    # pairing: a model ranking every class's cells as the reference does (a monotone transform of
+    # its scores) has difference exactly 0 in every replicate, although each AUC varies across them
+    res = paired_image_bootstrap({"real": probs, "cubed": probs**3}, labels, img, [0, 1, 2], "real", n_boot=300)
+    assert res["diff"]["cubed"]["auc_ci"] == [[0.0, 0.0]] * 3
+    assert res["models"]["cubed"]["auc_ci"] == res["models"]["real"]["auc_ci"]
+    with pytest.raises(ConfigError, match="reference"):
+        paired_image_bootstrap({"a": probs}, labels, img, [0], "real", n_boot=10)
+
+
+def test_threshold_selection_picks_the_best_val_t_ties_to_smaller() -> None:
+    scores = {"real": 0.80, "unfiltered": 0.99, "t=0.5": 0.81, "t=0.7": 0.90, "t=0.9": 0.90, "t=0.95": 0.85}
+    assert select_threshold(scores, (0.5, 0.7, 0.9, 0.95)) == 0.7  # unfiltered is not a t; tie -> 0.7
+    assert select_threshold({**scores, "t=0.95": 0.95}, (0.5, 0.7, 0.9, 0.95)) == 0.95
+    assert regime_key(None) == "unfiltered" and regime_key(0.9) == "t=0.9"
+
+
+def test_synthetic_set_is_deterministic_and_keeps_the_source_mask(tmp_path: Path) -> None:
+    from rbcray.train.unit import load_unit
+
+    ds = Dataset.open(toy_dataset(tmp_path / "toy", 4))
+    normal = extract_cells(ds, ds.stems, window=80, size=32, classes=[0])
+    unit, _, _ = load_unit(make_unit(tmp_path / "u", 4))
+    a, b = synthesize(unit, normal, 7, 3, 4), synthesize(unit, normal, 7, 3, 4)
+    assert np.array_equal(a.crops, b.crops) and np.array_equal(a.cell_id, b.cell_id) and (a.labels == 4).all()
+    src = draw_sources(len(normal), 7, 3, 4)
+    assert np.array_equal(a.crops[:, 3], normal.crops[src, 3])  # mask channel = the source cell's
+    assert not np.array_equal(a.crops[:, :3], normal.crops[src, :3])  # RGB is translated
+    assert not np.array_equal(draw_sources(len(normal), 7, 4, 4), src)  # another seed, another draw
+    assert not np.array_equal(draw_sources(len(normal), 7, 3, 7), src)  # another class, its own stream
+    assert len(set(src.tolist())) == 7  # without replacement while there are enough
+    assert len(draw_sources(3, 10, 0, 4)) == 10
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"thresholds": [0.5, 1.5]}, "t = 1.5 must be within"),
+        ({"thresholds": [0.0]}, "unfiltered regime is always run"),
+        ({"thresholds": [0.9, 0.9]}, "repeat"),
+        ({"units": []}, "at least one UNIT"),
+        ({"n_synthetic": 0}, "n_synthetic = 0"),
+        ({"n_boot": 3}, "n_boot = 3"),
+        ({"train": {"epochs": 0}}, "epochs = 0"),
+        ({"thresholds": "0.9"}, "must be a list"),
+        ({"bogus": 1}, "unknown config key"),
+    ],
+)
+def test_bad_config_values_give_one_clear_error(change: dict, message: str) -> None:
+    base = {"classifier": "clf", "units": ["unit-target"]}
+    with pytest.raises(ConfigError, match=message):
+        from_dict(MorphologyAugConfig, {**base, **change}, where="morphology")
+
+
+def test_sweep_config_morphology_section_parses_and_rejects_bad_values() -> None:
+    sweep = {"datasets": [{"name": "chula", "real": "chula", "splits": "s.json"}], "models": [],
+             "morphology": {"classifier": "clf", "units": ["u"], "thresholds": [0.8, 0.9], "train": {"epochs": 3}}}
+    cfg = sweep_from_dict(sweep)
+    assert cfg.morphology is not None and cfg.morphology.thresholds == (0.8, 0.9) and cfg.morphology.train.epochs == 3
+    assert cfg.morphology_dataset().name == "chula" and cfg.trials() == []
+    with pytest.raises(ConfigError, match="morphology.thresholds: t = 2.0"):
+        sweep_from_dict({**sweep, "morphology": {**sweep["morphology"], "thresholds": [2]}})
+    with pytest.raises(ConfigError, match="morphology.dataset 'nope'"):
+        sweep_from_dict({**sweep, "morphology": {**sweep["morphology"], "dataset": "nope"}})
+    with pytest.raises(ConfigError, match="'models' must list at least one model"):
+        sweep_from_dict({**sweep, "morphology": None})
+    with pytest.raises(ConfigError, match="'models' must list at least one model"):
+        sweep_from_dict({**sweep, "morphology": {**sweep["morphology"], "enabled": False}})
+
+
+def _setup(tmp_path: Path) -> tuple[Path, Path, dict]:
+    root = toy_dataset(tmp_path / "toy", 12)
+    sp = save_splits(make_splits(Dataset.open(root).stems, dataset="toy", val=0.25, test=0.25, seed=0), tmp_path / "s.json")
+    section = {"classifier": make_classifier(tmp_path / "clf"), "units": [make_unit(tmp_path / "u4", 4)],
+               "thresholds": [0.5, 0.9], "train": TINY, "n_boot": 20}
+    return root, sp, section
+
+
+def test_overlap_with_val_or_test_is_refused(tmp_path: Path) -> None:
+    from rbcray.train.morphology import load_classifier, save_classifier
+
+    root, sp, section = _setup(tmp_path)
+    test_stem = json.loads(sp.read_text())["roles"]["test"][0]
+    model, ccfg, meta = load_classifier(section["classifier"])
+    leaky = {**meta["provenance"], "dataset": "toy", "stems": [test_stem]}
+    save_classifier(tmp_path / "leaky", model, ccfg, leaky)
+    cfg = from_dict(MorphologyAugConfig, {**section, "classifier": str(tmp_path / "leaky")})
+    with pytest.raises(DataError, match=f"leak: classifier was built from test image\\(s\\) {test_stem}"):
+        evaluate_augmentation(root, sp, cfg, log=lambda m: None)
+    # a crop the pseudo-labeller does not use: one clear error
+    cfg = from_dict(MorphologyAugConfig, {**section, "train": {**TINY, "size": 40}})
+    with pytest.raises(ConfigError, match="crop window/size 80/40 differ"):
+        evaluate_augmentation(root, sp, cfg, log=lambda m: None)
+
+
+def test_morphology_only_sweep_end_to_end(tmp_path: Path) -> None:
+    from rbcray.distributed.sweep import run_sweep
+
+    root, sp, section = _setup(tmp_path)
+    cfg = sweep_from_dict({"datasets": [{"name": "toy", "real": str(root), "splits": str(sp)}], "models": [], "morphology": section})
+    paths = run_sweep(cfg, str(tmp_path / "out"), log=lambda m: None)
+    assert set(paths) == {"morphology.md", "table.md", "report.json"}
+    rep = json.loads(Path(paths["report.json"]).read_text())["morphology"]
+    assert rep["targets"] == ["target"] and rep["t_star"] in (0.5, 0.9)
+    assert set(rep["val"]) == {"real", "unfiltered", "t=0.5", "t=0.9"}
+    assert set(rep["test"]["models"]) == {"real", "unfiltered", rep["regime_star"]}
+    ds = Dataset.open(root)
+    n_target = len(extract_cells(ds, json.loads(sp.read_text())["roles"]["train"], window=80, size=32, classes=[4]))
+    assert n_target > 0 and rep["n_train"]["unfiltered"]["target"] == n_target  # as many as real train target cells
+    assert rep["n_train"]["real"] == {"real": rep["cells"]["train"], "target": 0}
+    acc = rep["acceptance"][0]
+    assert acc["translated"] == n_target and [r["t"] for r in acc["by_t"]] == [0.5, 0.9]
+    assert acc["by_t"][0]["accepted"] >= acc["by_t"][1]["accepted"]
+    for name, same in rep["shared_models"].items():  # shared models only where the training cells are the same
+        assert rep["n_train"][name] == rep["n_train"][same]
+    md = Path(paths["table.md"]).read_text()
+    assert "| target * |" in md and "auc_real=" in md and f"t* = {rep['t_star']:g}" in md
+    # the same run again: the same numbers (deterministic synthetic set and training)
+    again = evaluate_augmentation(root, sp, cfg.morphology, log=lambda m: None)
+    assert again["test"]["models"]["unfiltered"]["auc"] == rep["test"]["models"]["unfiltered"]["auc"]
+    assert key_line(again) == key_line(rep) and to_markdown(again).split("How:")[0] == to_markdown(rep).split("How:")[0]
+    assert MorphologyTrainConfig(**{**TINY, "model": MorphologyNetConfig(width=4, blocks=1)}) == cfg.morphology.train
