@@ -74,6 +74,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if cfg.allow_overlap:
         print("rbcray evaluate: --allow-overlap: synthetic inputs are not checked against the held-out images "
               "(ablation only; every report says so)", file=sys.stderr)
+    if args.check and not cfg.models:
+        print("config OK: a morphology-only sweep (its inputs are checked when it runs)")
+        return 0
     if args.check:
         plan = plan_sweep(cfg)
         for name, d in plan.datasets.items():
@@ -90,6 +93,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         paths = run_sweep(cfg, args.out, object_store_memory=int(args.object_store_gb * 1e9))
     print(storage.read_bytes(paths["table.md"]).decode().split("\n## How")[0])
-    for name in ("table.md", "table.csv", "table.png"):
-        print(f"wrote {paths[name]}")
+    for name in ("table.md", "table.csv", "table.png", "morphology.md"):
+        if name in paths:
+            print(f"wrote {paths[name]}")
     return 0
