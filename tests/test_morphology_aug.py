@@ -187,3 +187,42 @@ def test_morphology_only_sweep_end_to_end(tmp_path: Path) -> None:
     assert again["test"]["models"]["unfiltered"]["auc"] == rep["test"]["models"]["unfiltered"]["auc"]
     assert key_line(again) == key_line(rep) and to_markdown(again).split("How:")[0] == to_markdown(rep).split("How:")[0]
     assert MorphologyTrainConfig(**{**TINY, "model": MorphologyNetConfig(width=4, blocks=1)}) == cfg.morphology.train
+
+
+def _constructed_result() -> dict:
+    """A result as evaluate_augmentation returns it, from constructed predictions: t* = 0.9 kept
+    no synthetic cell, so its model is the real one."""
+    probs, labels, img = _preds(2)
+    labels = np.where(labels == 2, 4, labels)  # classes normal, macrocyte, target
+    p = np.zeros((len(labels), 13))
+    p[:, [0, 1, 4]] = probs
+    boot = paired_image_bootstrap({"real": p, "unfiltered": p**2, "t=0.9": p}, labels, img, [4, 0, 1], "real", n_boot=50)
+    return {
+        "targets": ["target"], "t_star": 0.9, "regime_star": "t=0.9", "test": boot,
+        "val": {"real": {"target_auc": [0.9], "mean": 0.9}, "unfiltered": {"target_auc": [0.8], "mean": 0.8},
+                "t=0.9": {"target_auc": [0.9], "mean": 0.9}},
+        "acceptance": [{"class": "target", "translated": 10, "mean_p": 0.1, "max_p": 0.6, "by_t": [{"t": 0.9, "accepted": 0}]}],
+        "n_train": {"real": {"real": 100, "target": 0}, "unfiltered": {"real": 100, "target": 10}, "t=0.9": {"real": 100, "target": 0}},
+        "shared_models": {"t=0.9": "real"}, "n_trained": 2, "cells": {"train": 100, "val": 50, "test": len(labels)},
+        "images": {"train": 5, "val": 3, "test": 12}, "config": {"train": {"epochs": 3, "seed": 0}}, "seconds": 1.0,
+    }
+
+
+def test_sweep_reports_carry_the_morphology_section(tmp_path: Path) -> None:
+    """A sweep with image models and a morphology section: morphology.md, its section at the end of
+    table.md, and report.json['morphology'] (write_reports, constructed results)."""
+    from test_evaluate_report import cfg, results
+
+    from rbcray.evaluate.report import OutputWriter, write_reports
+
+    c = cfg()
+    res = _constructed_result()
+    md = to_markdown(res)
+    paths = write_reports(OutputWriter(str(tmp_path)), c, results(c), {"chula": "derived"}, morphology=res, morphology_md=md)
+    assert (tmp_path / "morphology.md").read_text() == md and "morphology.md" in paths
+    table = (tmp_path / "table.md").read_text()
+    assert table.index("# constructed") < table.index("## Morphology: real vs real + synthetic rare cells")
+    assert json.loads((tmp_path / "report.json").read_text())["morphology"]["t_star"] == 0.9
+    assert "kept the same training cells as real" in md and "| t=0.9 (= real) | 0.9000 | 0 |" in md
+    assert "| target * | " in md and "+0.000 [+0.000, +0.000] |\n| normal" in md  # t* - real of target: exactly 0
+    assert key_line(res).endswith("t_star=0.9 targets=target")
