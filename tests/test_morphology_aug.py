@@ -226,3 +226,23 @@ def test_sweep_reports_carry_the_morphology_section(tmp_path: Path) -> None:
     assert "kept the same training cells as real" in md and "| t=0.9 (= real) | 0.9000 | 0 |" in md
     assert "| target * | " in md and "+0.000 [+0.000, +0.000] |\n| normal" in md  # t* - real of target: exactly 0
     assert key_line(res).endswith("t_star=0.9 targets=target")
+
+
+def test_evaluate_check_validates_the_morphology_inputs(tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from rbcray.cli import main
+
+    root, sp, section = _setup(tmp_path)
+    sweep = {"datasets": [{"name": "toy", "real": str(root), "splits": str(sp)}], "models": [], "morphology": section}
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(sweep))
+    assert main(["evaluate", "--config", str(good), "--out", str(tmp_path / "o"), "--check"]) == 0
+    assert "UNIT(s) for target OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**sweep, "morphology": {**section, "units": [str(tmp_path / "nope")]}}))
+    assert main(["evaluate", "--config", str(bad), "--out", str(tmp_path / "o"), "--check"]) == 2
+    assert "nope: not a UNIT checkpoint" in capsys.readouterr().err
+    bad.write_text(yaml.safe_dump({**sweep, "morphology": {**section, "n_boot": 1}}))
+    assert main(["evaluate", "--config", str(bad), "--out", str(tmp_path / "o"), "--check"]) == 2
+    assert "n_boot = 1: must be >= 10" in capsys.readouterr().err

@@ -74,8 +74,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if cfg.allow_overlap:
         print("rbcray evaluate: --allow-overlap: synthetic inputs are not checked against the held-out images "
               "(ablation only; every report says so)", file=sys.stderr)
+    if args.check and cfg.morphology is not None:
+        from rbcray.evaluate.morphology_aug_report import check_morphology
+
+        line = check_morphology(cfg)
+        if line:
+            print(line)
     if args.check and not cfg.models:
-        print("config OK: a morphology-only sweep (its inputs are checked when it runs)")
+        print("config OK: a morphology-only sweep")
         return 0
     if args.check:
         plan = plan_sweep(cfg)

@@ -39,7 +39,7 @@ from rbcray.evaluate.data import (
     shard_files,
     storage_errors,
 )
-from rbcray.evaluate.morphology_aug_report import sweep_morphology, write_morphology_only
+from rbcray.evaluate.morphology_aug_report import check_morphology, sweep_morphology, write_morphology_only
 from rbcray.evaluate.plan import DataBundle, SweepPlan, load_bundles, plan_sweep
 from rbcray.evaluate.realism import realism_markdown, realism_report
 from rbcray.evaluate.report import OutputWriter, write_reports
@@ -251,6 +251,7 @@ def run_sweep(
         assert morph is not None and morph_md is not None  # the config requires an enabled section
         return write_morphology_only(writer, cfg, morph, morph_md)
     plan: SweepPlan = plan_sweep(cfg)  # every data check, before Ray starts or anything trains
+    check_morphology(cfg)
     writer = OutputWriter(out)
     writer.check_writable()
     store = cfg.storage or storage.join(out, "tune")

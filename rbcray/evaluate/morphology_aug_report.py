@@ -98,17 +98,33 @@ def key_line(res: dict[str, Any]) -> str:
             f"t_star={res['t_star']:g} targets={','.join(res['targets'])}")
 
 
+def check_morphology(cfg: Any) -> str | None:
+    """Check the sweep's ``morphology:`` inputs before anything trains: a split file, the
+    pseudo-labeller and every UNIT readable, none learned from a val/test image. Returns a line
+    saying what was checked (None when there is no enabled section)."""
+    from rbcray.data.splits import load_splits
+    from rbcray.evaluate.morphology_aug import load_inputs
+
+    m = cfg.morphology
+    if m is None or not m.enabled:
+        return None
+    d = cfg.morphology_dataset()
+    if d.splits is None:
+        raise ConfigError(f"morphology: dataset {d.name!r} has no 'splits' file (train / val / test roles are needed; rbcray split)")
+    _, _, _, units = load_inputs(m, load_splits(d.splits))
+    from rbcray.data.morphology import CLASSES
+
+    return f"morphology: pseudo-labeller and UNIT(s) for {', '.join(CLASSES[c] for c, _, _ in units)} OK, none learned from val/test images"
+
+
 def sweep_morphology(cfg: Any, log: Callable[[str], None] = print) -> tuple[dict[str, Any] | None, str | None]:
     """Run the sweep's ``morphology:`` section (None, None when absent or disabled)."""
     from rbcray.evaluate.morphology_aug import evaluate_augmentation
 
-    m = cfg.morphology
-    if m is None or not m.enabled:
+    if check_morphology(cfg) is None:
         return None, None
     d = cfg.morphology_dataset()
-    if d.splits is None:
-        raise ConfigError(f"morphology: dataset {d.name!r} has no 'splits' file (train / val / test roles are needed; rbcray split)")
-    res = evaluate_augmentation(d.real, d.splits, m, log=log)
+    res = evaluate_augmentation(d.real, d.splits, cfg.morphology, log=log)
     res["dataset"] = d.name
     return res, to_markdown(res)
 
