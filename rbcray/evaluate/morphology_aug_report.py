@@ -15,6 +15,7 @@ import numpy as np
 
 from rbcray.config import to_dict
 from rbcray.errors import ConfigError
+from rbcray.evaluate.morphology import FEW
 
 
 def _ci(v: float, c: list[float], sign: bool = False) -> str:
@@ -43,8 +44,11 @@ def to_markdown(res: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     m, d = b["models"], b["diff"]
+    few = False
     for j, name in enumerate(b["classes"]):
         mark = " *" if name in targets else ""
+        if b["n_test"][j] < FEW:
+            mark, few = mark + " †", True
         lines.append(
             f"| {name}{mark} | {b['n_test'][j]} | {_ci(m['real']['auc'][j], m['real']['auc_ci'][j])} | "
             f"{_ci(m['unfiltered']['auc'][j], m['unfiltered']['auc_ci'][j])} | {_ci(m[star]['auc'][j], m[star]['auc_ci'][j])} | "
@@ -55,6 +59,8 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"{_ci(m[star]['macro'], m[star]['macro_ci'])} | {_ci(d['unfiltered']['macro'], d['unfiltered']['macro_ci'], True)} | "
         f"{_ci(d[star]['macro'], d[star]['macro_ci'], True)} |"
     )
+    if few:
+        lines += ["", f"† fewer than {FEW} test cells: the figure and its interval say little."]
     if star in res["shared_models"]:
         lines += ["", f"t* = {res['t_star']:g} kept the same training cells as {res['shared_models'][star]}: the same model, "
                   "so its difference is exactly 0."]
