@@ -246,3 +246,5 @@ def test_evaluate_check_validates_the_morphology_inputs(tmp_path: Path, capsys) 
     bad.write_text(yaml.safe_dump({**sweep, "morphology": {**section, "n_boot": 1}}))
     assert main(["evaluate", "--config", str(bad), "--out", str(tmp_path / "o"), "--check"]) == 2
     assert "n_boot = 1: must be >= 10" in capsys.readouterr().err
+    assert main(["evaluate", "--config", str(good), "--out", str(tmp_path / "o"), "--partial"]) == 2
+    assert "--partial: a morphology-only sweep has no trials" in capsys.readouterr().err

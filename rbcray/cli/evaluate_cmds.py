@@ -94,6 +94,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rbcray import storage
     from rbcray.distributed.sweep import partial_report, run_sweep
 
+    if args.partial and not cfg.models:
+        raise ConfigError("--partial: a morphology-only sweep has no trials to report on; run it without --partial")
     if args.partial:
         paths = partial_report(cfg, args.out)
     else:
