@@ -38,6 +38,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
                 return _coerce(value, a, key, where)
             except ConfigError as e:
                 errors.append(str(e))
+        if len(errors) == 1:  # an optional value (X | None): X's own error names the bad key
+            raise ConfigError(errors[0])
         raise ConfigError(f"{where}: '{key}' = {value!r} does not match {tp}")
     if origin is typing.Literal:
         if value not in args:

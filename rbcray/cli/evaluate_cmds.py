@@ -74,6 +74,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if cfg.allow_overlap:
         print("rbcray evaluate: --allow-overlap: synthetic inputs are not checked against the held-out images "
               "(ablation only; every report says so)", file=sys.stderr)
+    if args.check and cfg.morphology is not None:
+        from rbcray.evaluate.morphology_aug_report import check_morphology
+
+        line = check_morphology(cfg)
+        if line:
+            print(line)
+    if args.check and not cfg.models:
+        print("config OK: a morphology-only sweep")
+        return 0
     if args.check:
         plan = plan_sweep(cfg)
         for name, d in plan.datasets.items():
@@ -85,11 +94,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rbcray import storage
     from rbcray.distributed.sweep import partial_report, run_sweep
 
+    if args.partial and not cfg.models:
+        raise ConfigError("--partial: a morphology-only sweep has no trials to report on; run it without --partial")
     if args.partial:
         paths = partial_report(cfg, args.out)
     else:
         paths = run_sweep(cfg, args.out, object_store_memory=int(args.object_store_gb * 1e9))
     print(storage.read_bytes(paths["table.md"]).decode().split("\n## How")[0])
-    for name in ("table.md", "table.csv", "table.png"):
-        print(f"wrote {paths[name]}")
+    for name in ("table.md", "table.csv", "table.png", "morphology.md"):
+        if name in paths:
+            print(f"wrote {paths[name]}")
     return 0

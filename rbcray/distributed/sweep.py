@@ -39,6 +39,7 @@ from rbcray.evaluate.data import (
     shard_files,
     storage_errors,
 )
+from rbcray.evaluate.morphology_aug_report import check_morphology, sweep_morphology, write_morphology_only
 from rbcray.evaluate.plan import DataBundle, SweepPlan, load_bundles, plan_sweep
 from rbcray.evaluate.realism import realism_markdown, realism_report
 from rbcray.evaluate.report import OutputWriter, write_reports
@@ -243,7 +244,14 @@ def run_sweep(
     """Validate, load data, run every trial on Ray Tune, write the reports under ``out``
     (``fault_hook``: tests only, see :data:`FaultHook`)."""
     t0 = time.perf_counter()
+    if not cfg.models:  # a morphology-only sweep: no image models, no trials, no Ray
+        writer = OutputWriter(out)
+        writer.check_writable()
+        morph, morph_md = sweep_morphology(cfg, log=log)
+        assert morph is not None and morph_md is not None  # the config requires an enabled section
+        return write_morphology_only(writer, cfg, morph, morph_md)
     plan: SweepPlan = plan_sweep(cfg)  # every data check, before Ray starts or anything trains
+    check_morphology(cfg)
     writer = OutputWriter(out)
     writer.check_writable()
     store = cfg.storage or storage.join(out, "tune")
@@ -324,9 +332,10 @@ def run_sweep(
         realism = realism_report(cfg, plan.datasets[rd.name], bundles[rd.name], sources, log=log)
         realism_md = realism_markdown(realism)
         log(f"realism report in {time.perf_counter() - t_r:.0f} s")
+    morph, morph_md = sweep_morphology(cfg, log=log)  # classifiers trained in this process, one after another
     provenance = {name: b.provenance for name, b in bundles.items()}
     plan_info = {name: {"splits": p.role_stems(), "provenance": p.provenance} for name, p in plan.datasets.items()}
-    paths = write_reports(writer, cfg, results, provenance, realism, realism_md, plan_info)
+    paths = write_reports(writer, cfg, results, provenance, realism, realism_md, plan_info, morphology=morph, morphology_md=morph_md)
     log(f"sweep done in {time.perf_counter() - t0:.0f} s: {len(results)} trials")
     return paths
 

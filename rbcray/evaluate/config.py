@@ -17,6 +17,7 @@ from typing import Any, Literal
 from rbcray.config import check, from_dict, load_config
 from rbcray.errors import ConfigError
 from rbcray.evaluate.augment import AugmentConfig
+from rbcray.evaluate.morphology_aug_config import MorphologyAugConfig
 from rbcray.evaluate.postprocess import DCANPostConfig
 from rbcray.evaluate.regimes import REGIMES
 
@@ -258,10 +259,13 @@ class SweepConfig:
     #: ablations only: run although a synthetic input was built from val/test images (or records
     #: none); every report says so (CLI --allow-overlap)
     allow_overlap: bool = False
+    #: Gupta et al.'s morphology evaluation (real vs real + synthetic rare cells); with it,
+    #: ``models`` may be empty (a morphology-only sweep)
+    morphology: MorphologyAugConfig | None = None
 
     def __post_init__(self) -> None:
         check(len(self.datasets) >= 1, "sweep: 'datasets' must list at least one dataset")
-        check(len(self.models) >= 1, "sweep: 'models' must list at least one model")
+        check(len(self.models) >= 1 or (self.morphology is not None and self.morphology.enabled), "sweep: 'models' must list at least one model (or give a 'morphology' section)")
         check(len(self.seeds) >= 1, "sweep: 'seeds' must list at least one seed")
         check(len(set(self.seeds)) == len(self.seeds), f"sweep: seeds repeat: {list(self.seeds)}")
         check(len(self.rd_subsets) >= 1 and len(set(self.rd_subsets)) == len(self.rd_subsets),
@@ -294,6 +298,12 @@ class SweepConfig:
         if self.realism.enabled and self.realism.compare and rd is None and len(self.datasets) > 1:
             raise ConfigError("realism.compare needs realism.dataset (which dataset's real images the sources are compared with)")
 
+        md = self.morphology.dataset if self.morphology is not None else None
+        if md is not None and md not in by_name:
+            raise ConfigError(f"morphology.dataset {md!r}: unknown dataset; datasets: {', '.join(names)}")
+        if self.morphology is not None and md is None and len(self.datasets) > 1:
+            raise ConfigError("morphology.dataset: the sweep has several datasets; name the one with morphology labels")
+
         lc = self.learning_curve
         if lc is not None:
             if lc.model not in labels:
@@ -311,6 +321,11 @@ class SweepConfig:
         if len(self.datasets) == 1:
             return self.datasets[0]
         return next((d for d in self.datasets if d.synthetic is not None), None)
+
+    def morphology_dataset(self) -> DataConfig:
+        """The dataset of the morphology section (its ``real`` folder and ``splits`` file)."""
+        assert self.morphology is not None
+        return self.dataset(self.morphology.dataset) if self.morphology.dataset else self.datasets[0]
 
     def dataset(self, name: str) -> DataConfig:
         return next(d for d in self.datasets if d.name == name)

@@ -311,7 +311,7 @@ class OutputWriter:
 def write_reports(
     out: OutputWriter, cfg: SweepConfig, results: list[TrialResult], provenance: dict[str, str],
     realism: dict[str, Any] | None = None, realism_md: str | None = None, plan_info: dict[str, Any] | None = None,
-    partial: str | None = None,
+    partial: str | None = None, morphology: dict[str, Any] | None = None, morphology_md: str | None = None,
 ) -> dict[str, str]:
     """Write every output file; ``report.json`` last. Returns name -> written path.
 
@@ -335,7 +335,10 @@ def write_reports(
     if realism_md:
         paths["realism.md"] = out.put("realism.md", realism_md.encode())
     paths["results.json"] = out.put("results.json", (json.dumps([r.to_dict() for r in results]) + "\n").encode())
-    paths["table.md"] = out.put("table.md", report_markdown(cfg, summary, provenance, realism_md, plan_info, partial).encode())
+    if morphology_md:
+        paths["morphology.md"] = out.put("morphology.md", morphology_md.encode())
+    table_md = report_markdown(cfg, summary, provenance, realism_md, plan_info, partial)
+    paths["table.md"] = out.put("table.md", (table_md + ("\n" + morphology_md if morphology_md else "")).encode())
     info = plan_info or {}
     report = {
         "config": to_dict(cfg),
@@ -348,7 +351,7 @@ def write_reports(
         "contrasts": {k: [c.to_dict() for c in v] for k, v in summary.contrasts.items()},
         "learning_curve": {"rows": [r.__dict__ for r in summary.curve], "worth": [w.to_dict() for w in summary.worth]}
         if summary.curve else None,
-        "families": summary.families or None, "realism": realism, "files": sorted(paths),
+        "families": summary.families or None, "realism": realism, "morphology": morphology, "files": sorted(paths),
     }
     paths["report.json"] = out.put("report.json", (json.dumps(report, indent=2, default=float) + "\n").encode())
     return paths
