@@ -56,6 +56,19 @@ def add_family_rows(datasets: list[dict[str, Any]], models: list[dict[str, Any]]
     return [*datasets, {**chula, "name": f"chula-{name}", "synthetic": str(source)}], [*models, *extra]
 
 
+def demo_morphology_section(ctx: Any) -> dict[str, Any] | None:
+    """Gupta et al.'s evaluation at demo scale on the morphology step's classifier and UNIT
+    (real vs real + synthetic target cells, unfiltered and at t in {0.5, 0.9}); None without them."""
+    from rbcray.train.demo_morphology import CLF_EPOCHS, morphology_dirs
+
+    dirs = morphology_dirs(ctx)
+    if not ((dirs["classifier"] / "model.json").is_file() and (dirs["unit"] / "unit.json").is_file()):
+        ctx.log(f"morphology: no classifier / UNIT at {ctx.out / 'morphology'}; no morphology section")
+        return None
+    return {"dataset": "chula", "classifier": str(dirs["classifier"]), "units": [str(dirs["unit"])],
+            "thresholds": [0.5, 0.9], "train": {"epochs": CLF_EPOCHS // 2}, "n_boot": 200}
+
+
 def demo_sweep(ctx: Any, storage_dir: Path) -> Any:
     """The demo's sweep config, filled in with the demo's own data (see the module docstring)."""
     from rbcray.evaluate.config import SweepConfig, load_sweep
@@ -83,6 +96,7 @@ def demo_sweep(ctx: Any, storage_dir: Path) -> Any:
                        "compare": {source_family(str(p)) or p.name: str(p) for p in compare}}
     if len(compare) > 1:
         base["datasets"], base["models"] = add_family_rows(base["datasets"], base["models"], compare[1], source_family(str(compare[1])))
+    base["morphology"] = demo_morphology_section(ctx)
     base["storage"] = str(storage_dir)
     if ctx.data_dir is not None:
         base["data_dir"] = str(ctx.data_dir)
@@ -101,6 +115,9 @@ def evaluate_step(ctx: Any) -> dict[str, Any]:
     ctx.log(table.split("\n## How")[0])
     ctx.log("\n".join(line for line in table.split("## Splits and leakage")[-1].splitlines() if line.startswith("- **")))
     out = {k: paths[k] for k in ("table.md", "table.csv", "table.png")} | {"trials": str(len(cfg.trials()))}
+    if "morphology.md" in paths:
+        ctx.log(Path(paths["morphology.md"]).read_text())
+        out["morphology.md"] = paths["morphology.md"]
     if "realism.md" in paths:
         ctx.log(Path(paths["realism.md"]).read_text())
         out["realism.md"] = paths["realism.md"]
