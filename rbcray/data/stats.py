@@ -280,7 +280,8 @@ def to_markdown(st: dict[str, Any]) -> str:
     other = syn.get("other_cells")
     if other:  # rbcray masks --other-cells stats draws these (rbcray.synth.others: moments matched)
         def count_law(m: float, sd: float) -> str:
-            return "none" if m <= 0 else f"Poisson({m:.2f})" if sd * sd <= m else f"Gamma-Poisson(mean {m:.2f}, k {m * m / (sd * sd - m):.2f})"
+            return ("none" if m <= 0 else f"Gamma-Poisson(mean {m:.2f}, k {m * m / (sd * sd - m):.2f})" if sd * sd > m
+                    else f"Poisson({m:.2f})" if sd * sd == m else f"Poisson({m:.2f}) mixed with the least-variance law")
 
         lines += ["## White cells and platelets per image (derived masks)", "",
                   "| category | mean | std | images with any | total | count law of `--other-cells stats` |",

@@ -9,11 +9,12 @@ mask stream exactly as before, so RBC-only outputs keep every byte.
 
 **Count law.** Real per-image counts of these rare cells are small integers, mostly 0 for white
 cells; ``rbcray stats`` records their mean m and standard deviation s per image (train split).
-The count is Poisson(m) when s² <= m, else the Gamma-Poisson (negative binomial) with the same
-mean and variance: n ~ Poisson(m * G), G ~ Gamma(k, 1/k), k = m² / (s² - m). The gamma factor is
-the field-to-field change of thickness and lysis; the Poisson part is the cells' own scatter.
-Moments are matched, which fits both the near-Poisson platelet counts and overdispersed white
-cell counts (docs/masks.md has the real figures). On another canvas (area ratio r) the density
+When s² > m the count is the Gamma-Poisson (negative binomial) with that mean and variance:
+n ~ Poisson(m * G), G ~ Gamma(k, 1/k), k = m² / (s² - m). The gamma factor is the field-to-field
+change of thickness and lysis; the Poisson part is the cells' own scatter. Chula's counts are of
+this kind (docs/masks.md). When s² = m it is Poisson(m); when s² < m (BCCD frames are centred on
+one white cell each) a mixture of Poisson(m) and the least-variance law floor(m) + Bernoulli(frac m)
+with the same two moments (:func:`draw_count`). On another canvas (area ratio r) the density
 stays the real one: the mean becomes r m, the Poisson part of the variance scales by r and the
 field part by r² (``scaled``), the same reasoning as the red-cell count (config.py).
 
@@ -119,15 +120,31 @@ def check_bank(bank: Any, cfg: Any) -> None:
                             "build it from annotated smears that hold some ('rbcray shapes'), or leave --other-cells off")
 
 
+def _poisson_share(mean: float, std: float) -> float:
+    """Under-dispersed counts (std² < mean): the weight w of Poisson(mean) in a mixture with the
+    least-variance law of that mean, floor(mean) + Bernoulli(frac(mean)), whose variance is
+    f (1 - f): w = (std² - f (1 - f)) / (mean - f (1 - f)), clamped to [0, 1]. Both parts have
+    the mean, so the mixture has mean ``mean`` and variance ``std²`` (down to f (1 - f), the least
+    any integer law of that mean has)."""
+    f = mean - math.floor(mean)
+    low = f * (1 - f)
+    return min(1.0, max(0.0, (std * std - low) / (mean - low)))
+
+
 def draw_count(rng: np.random.Generator, mean: float, std: float) -> int:
-    """Poisson(mean) when std² <= mean, else Gamma-Poisson with that mean and variance."""
+    """A count with this mean and std: Gamma-Poisson when std² > mean, Poisson when std² = mean,
+    else the Poisson / least-variance mixture of :func:`_poisson_share` (e.g. a white cell in every
+    BCCD frame: 1.05 +- 0.22)."""
     if mean <= 0:
         return 0
     extra = std * std - mean
-    if extra <= 1e-12:
+    if extra > 1e-12:
+        k = mean * mean / extra
+        return int(rng.poisson(rng.gamma(k, mean / k)))
+    w = _poisson_share(mean, std)
+    if w >= 1.0 - 1e-12 or rng.random() < w:
         return int(rng.poisson(mean))
-    k = mean * mean / extra
-    return int(rng.poisson(rng.gamma(k, mean / k)))
+    return int(math.floor(mean)) + int(rng.random() < mean - math.floor(mean))
 
 
 def count_law(mean: float, std: float) -> str:
@@ -135,7 +152,10 @@ def count_law(mean: float, std: float) -> str:
     if mean <= 0:
         return "none"
     extra = std * std - mean
-    return f"Poisson({mean:.2f})" if extra <= 1e-12 else f"Gamma-Poisson(mean {mean:.2f}, k {mean * mean / extra:.2f})"
+    if extra > 1e-12:
+        return f"Gamma-Poisson(mean {mean:.2f}, k {mean * mean / extra:.2f})"
+    w = _poisson_share(mean, std)
+    return f"Poisson({mean:.2f})" if w >= 1.0 - 1e-12 else f"{w:.2f} Poisson({mean:.2f}) + {1 - w:.2f} least-variance"
 
 
 def add_others(bank: Any, cfg: Any, seed: int, index: int, base: float, n_red: int, lists: dict[str, list],
