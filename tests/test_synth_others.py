@@ -135,6 +135,13 @@ def test_spec_parsing_scaling_and_errors(bank, bank_path, tmp_path) -> None:
         from_stats({"synthesis": {}}, 1.0)
     with pytest.raises(ConfigError, match="needs --stats"):
         resolve_config(None, cells_mean=3, cell_size=10, other_cells="stats")
+    from rbcray.config import from_dict
+    from rbcray.generate.config import GenerateConfig
+
+    gen = {"checkpoint": "c", "shapes": "s", "stats": "t", "out": "o", "num_samples": 1}
+    with pytest.raises(ConfigError, match="expected 'stats'"):
+        from_dict(GenerateConfig, {**gen, "other_cells": "2:x"})
+    assert from_dict(GenerateConfig, {**gen, "other_cells": "stats"}).synth_overrides()["other_cells"] == "stats"
     # a bank without the category: a clear error before any mask
     from rbcray.synth.others import check_bank
 
