@@ -33,8 +33,12 @@ NOISE = 3
 QUALITY = 4
 #: morphology draws (e.g. rare cell shapes)
 MORPHOLOGY = 5
+#: white cells and platelets of a mask, one stream per category (spawn key (i, category, 6)):
+#: rbcray.synth.others
+OTHER_CELLS = 6
 
-PURPOSES: dict[str, int] = {"mask": MASK, "style": STYLE, "noise": NOISE, "quality": QUALITY, "morphology": MORPHOLOGY}
+PURPOSES: dict[str, int] = {"mask": MASK, "style": STYLE, "noise": NOISE, "quality": QUALITY, "morphology": MORPHOLOGY,
+                       "other_cells": OTHER_CELLS}
 
 
 def _check(purpose: int) -> int:

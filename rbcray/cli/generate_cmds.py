@@ -50,6 +50,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-init", type=int, help="uniform seeds before adhesive placement (Eq. 3; default 20)")
     p.add_argument("--kernel-inner", type=float, help="kernel value within cell_size of a placed cell (default 0)")
     p.add_argument("--params", help="calibrated placement (params.json of 'rbcray calibrate'); the flags above win")
+    p.add_argument("--other-cells", metavar="SPEC", help="white cells and platelets in the masks: 'stats' (the real "
+                   "per-image rates of --stats), 'off' (default) or CATEGORY:MEAN[:STD],... (docs/masks.md)")
     p.add_argument("--quality-encoder", help="encoder file of 'rbcray encoder': every sample gets a quality score (mask fidelity)")
     p.add_argument("--min-quality", type=float, help="replace samples below this quality by further candidates (deterministic)")
     p.add_argument("--max-attempts", type=int, help="candidates per sample before the best one is kept (default 16)")
@@ -102,7 +104,7 @@ def config_from_args(args: argparse.Namespace):
     from rbcray.generate.config import GenerateConfig
 
     keys = ("checkpoint", "shapes", "stats", "out", "num_samples", "seed", "style", "png", "coco", "width", "height",
-            "cells_mean", "cells_std", "cell_size", "placement", "n_init", "kernel_inner", "params", "shard_size",
+            "cells_mean", "cells_std", "cell_size", "placement", "n_init", "kernel_inner", "params", "other_cells", "shard_size",
             "shard_bytes", "gen_cpus", "gen_gpus", "batch_size", "address", "takeover", "quality_encoder", "min_quality",
             "max_attempts", "morphology", "morphology_model", "morphology_classifier", "morphology_threshold",
             "morphology_blend_n")

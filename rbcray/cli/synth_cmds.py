@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--contact-prob", type=float, metavar="P", help="share of cells that may press against others (default 0)")
     p.add_argument("--contact-overlap", type=float, metavar="F", help="how deep: overlap at most this fraction of a cell's area (default 0)")
     p.add_argument("--max-tries", type=int, metavar="T", help="placement tries per cell (default 1000)")
+    p.add_argument("--other-cells", metavar="SPEC", help="white cells and platelets: 'stats' (the real per-image rates of "
+                   "--stats), 'off' (default) or CATEGORY:MEAN[:STD],... per image, e.g. 2:0.3:0.6,3:2:1.6")
     p.add_argument("--config", metavar="FILE", help="JSON/YAML with any SynthConfig fields (flags override it)")
     p.add_argument("--params", metavar="params.json", help="calibrated placement from 'rbcray calibrate' (--config and flags override it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -124,10 +126,16 @@ def cmd_masks(args: argparse.Namespace) -> int:
         flags["kernel_inside"] = "constant"  # a value inside the disc is the constant reading
     given.update({k: v for k, v in flags.items() if v is not None})  # flags override the file
     stats = read_json(args.stats) if args.stats else None
+    if args.other_cells is not None:
+        given["other_cells"] = args.other_cells  # 'stats' is resolved against the stats (area-scaled)
     cfg = resolve_config(stats, where=str(args.stats), **given)
     bank = ShapeBank.load(args.shapes)
     print(f"synthesizing {args.num} {cfg.placement} masks {cfg.width}x{cfg.height}: n ~ Norm({cfg.cells_mean:.1f}, "
           f"{cfg.cells_std:.1f}), cell size {cfg.cell_size:.1f} px, {cfg.colors} colours, {len(bank)} shapes", flush=True)
+    if cfg.other_cells:
+        from rbcray.synth.others import OTHER_NAMES, count_law
+
+        print("  plus per mask: " + ", ".join(f"{OTHER_NAMES[c]} ~ {count_law(m, s)}" for c, m, s in cfg.other_cells), flush=True)
 
     def progress(k: int, n: int) -> None:
         if k == n or k % max(1, n // 10) == 0:

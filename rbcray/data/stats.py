@@ -31,6 +31,8 @@ from rbcray.data.formats import adjacency_pairs
 from rbcray.data.morphology import dataset_counts
 
 RBC = 1
+#: white cells and platelets (COCO ids 2, 3): their per-image counts drive rbcray.synth.others
+OTHER = {2: "WBC", 3: "Platelet"}
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -105,6 +107,8 @@ def image_spatial(inst: np.ndarray, categories: dict[int, int] | None = None) ->
     n = int(rbc.sum())
     return {
         "n_cells": n,
+        # white cells and platelets (whole or cut by the border, like the red-cell count)
+        "n_other": {c: int((t["category"] == c).sum()) for c in OTHER},
         "areas": t["area"][whole],
         "heights": t["height"][whole],
         "widths": t["width"][whole],
@@ -201,11 +205,29 @@ def dataset_stats(ds: Dataset, with_color: bool = True, provenance: dict[str, An
             "cell_size_std": float(np.std((h + w) / 2)) if len(h) else float("nan"),
             "width": int(cw),
             "height": int(ch),
+            "other_cells": other_cell_rates(per),
         },
         "provenance": provenance,
         # Red-cell morphology classes (issue 14), None for datasets without point labels.
         "morphology": dataset_counts(ds.root, ds.stems),
     }
+
+
+def other_cell_rates(per_image: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per category (2 WBC, 3 Platelet): mean and std of the count per image, the share of images
+    holding any, the total and the count histogram (what ``rbcray masks --other-cells stats`` uses)."""
+    out = {}
+    for c, name in OTHER.items():
+        k = np.array([p.get("n_other", {}).get(c, 0) for p in per_image], dtype=np.int64)
+        out[str(c)] = {
+            "name": name,
+            "mean": float(k.mean()) if len(k) else 0.0,
+            "std": float(k.std()) if len(k) else 0.0,
+            "share_with_any": float((k > 0).mean()) if len(k) else 0.0,
+            "total": int(k.sum()),
+            "histogram": np.bincount(k).tolist() if len(k) else [],
+        }
+    return out
 
 
 def _fmt(s: dict[str, float], digits: int = 1) -> tuple[str, str]:
@@ -255,6 +277,17 @@ def to_markdown(st: dict[str, Any]) -> str:
         f"- cell size: {syn['cell_size']:.1f} +- {syn['cell_size_std']:.1f} px",
         "",
     ]
+    other = syn.get("other_cells")
+    if other:  # rbcray masks --other-cells stats draws these (rbcray.synth.others: moments matched)
+        def count_law(m: float, sd: float) -> str:
+            return ("none" if m <= 0 else f"Gamma-Poisson(mean {m:.2f}, k {m * m / (sd * sd - m):.2f})" if sd * sd > m
+                    else f"Poisson({m:.2f})" if sd * sd == m else f"Poisson({m:.2f}) mixed with the least-variance law")
+
+        lines += ["## White cells and platelets per image (derived masks)", "",
+                  "| category | mean | std | images with any | total | count law of `--other-cells stats` |",
+                  "| --- | ---: | ---: | ---: | ---: | --- |"]
+        lines += [f"| {r['name']} | {r['mean']:.3f} | {r['std']:.3f} | {r['share_with_any']:.3f} | {r['total']} | "
+                  f"{count_law(r['mean'], r['std'])} |" for r in other.values()] + [""]
     morph = st.get("morphology")
     if morph:
         # Classes rest on derived instance masks (a point labels the outline it falls in).

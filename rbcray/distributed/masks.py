@@ -56,6 +56,7 @@ class MaskActor:
         from rbcray.errors import ConfigError
         from rbcray.synth.config import SynthConfig
         from rbcray.synth.engine import _bank_pool
+        from rbcray.synth.others import check_bank
         from rbcray.synth.shapes import ShapeBank
 
         bad = [o for o in outputs if o not in OUTPUTS]
@@ -64,6 +65,7 @@ class MaskActor:
         self.cfg = SynthConfig.from_dict(dict(config), where="MaskActor config")
         self.bank = ShapeBank.load(shapes)
         _bank_pool(self.bank, self.cfg.categories)  # fail now, not on the first batch
+        check_bank(self.bank, self.cfg)  # ... nor on a white cell or platelet drawn later
         self.seed = int(seed)
         self.outputs = tuple(outputs)
         self.png_compression = int(png_compression)

@@ -49,6 +49,9 @@ class GenerateConfig:
     kernel_inner: float | None = None
     #: calibrated placement: params.json of 'rbcray calibrate' (the overrides above win over it)
     params: str | None = None
+    #: white cells and platelets (rbcray.synth.others): 'stats' = the real per-image rates of the
+    #: stats JSON, 'off' / None = none (the paper's masks), or 'CATEGORY:MEAN[:STD],...'
+    other_cells: str | None = None
     #: quality gate: encoder file of ``rbcray encoder`` (scores every sample: the ``quality`` column),
     #: and the threshold below which samples are replaced by further candidates (rbcray.generate.quality)
     quality_encoder: str | None = None
@@ -120,6 +123,10 @@ class GenerateConfig:
         check(self.morphology_threshold is None or 0.0 <= self.morphology_threshold <= 1.0,
               f"--morphology-threshold {self.morphology_threshold} must be within [0, 1]")
         check(self.morphology_blend_n > 0, f"--morphology-blend-n {self.morphology_blend_n} must be > 0")
+        if self.other_cells is not None and self.other_cells.strip().lower() != "stats":
+            from rbcray.synth.others import parse_spec
+
+            parse_spec(self.other_cells)
         for name in ("checkpoint", "shapes", "stats", "out"):
             check(bool(getattr(self, name)), f"--{name.replace('_', '-')} is required")
 
@@ -140,6 +147,8 @@ class GenerateConfig:
         if self.kernel_inner is not None:
             out["kernel_inside"] = "constant"  # a value inside the kernel's disc is the constant reading
         out["placement"] = self.placement
+        if self.other_cells is not None:
+            out["other_cells"] = self.other_cells  # resolve_config reads 'stats' against the stats JSON
         return out
 
     def pool(self, name: str) -> tuple[int, int] | None:

@@ -150,6 +150,7 @@ def prepare(cfg: GenerateConfig, log: Callable[[str], None] = print) -> RunPlan:
 def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> RunPlan:
     from rbcray.models.registry import open_model
     from rbcray.synth.config import resolve_config
+    from rbcray.synth.others import check_bank
     from rbcray.synth.shapes import ShapeBank
 
     try:
@@ -158,8 +159,7 @@ def _prepare(cfg: GenerateConfig, log: Callable[[str], None], lease: Lease) -> R
         raise RbcrayError(f"{cfg.stats}: not valid JSON ({e.msg})") from None
     synth = resolve_config(stats, where=cfg.stats, **cfg.synth_overrides())
     bank = ShapeBank.load(cfg.shapes)
-    if len(bank) == 0:
-        raise RbcrayError(f"{cfg.shapes}: the shape bank is empty")
+    check_bank(bank, synth)  # every category the masks draw is in the bank (a loaded bank is never empty)
     _family, manifest, files = open_model(cfg.checkpoint)  # any generator family
     ckpt_sha = hashlib.sha256(files["generator.pt"]).hexdigest()
     num_styles = 0

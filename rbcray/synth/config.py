@@ -93,6 +93,9 @@ class SynthConfig:
     shapes_per_mask: int = 64
     #: shape-bank categories to draw exemplars from (COCO ids; 1 = RBC)
     categories: tuple[int, ...] = (1,)
+    #: white cells and platelets per image, ``(category, mean, std)`` each (rbcray.synth.others:
+    #: Poisson or Gamma-Poisson counts, placed before the red cells); () = none, the paper's masks
+    other_cells: tuple[tuple[int, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         check(self.width >= 8 and self.height >= 8, f"canvas {self.width}x{self.height} is too small (at least 8x8)")
@@ -119,6 +122,10 @@ class SynthConfig:
         check(0.1 <= self.scale_min <= self.scale_max <= 10.0, f"scale range [{self.scale_min}, {self.scale_max}] must satisfy 0.1 <= min <= max <= 10")
         check(self.shapes_per_mask >= 0, f"shapes_per_mask = {self.shapes_per_mask} must be >= 0 (0 = no re-use)")
         check(len(self.categories) >= 1, "categories must name at least one category id")
+        if self.other_cells:
+            from rbcray.synth.others import check_spec
+
+            check_spec(self.other_cells, self.categories)
         longest = self.cell_size * self.scale_max
         check(
             longest < min(self.width, self.height),
@@ -176,14 +183,25 @@ def resolve_config(
     cells_mean: float | None = None,
     cells_std: float | None = None,
     cell_size: float | None = None,
+    other_cells: Any = None,
     **overrides: Any,
 ) -> SynthConfig:
     """A :class:`SynthConfig` from stats JSON (may be ``None`` when everything is given) + overrides.
 
     The canvas defaults to the stats' image size; counts are scaled by area when it differs (see
     the module docstring). ``overrides`` are other :class:`SynthConfig` fields (``None`` = keep).
+    ``other_cells`` (white cells and platelets, rbcray.synth.others): ``'stats'`` = the stats'
+    real rates scaled to the canvas, ``'off'``, ``'CATEGORY:MEAN[:STD],...'`` or a list of
+    ``(category, mean, std)``, used as given.
     """
     data: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    stats_rates = isinstance(other_cells, str) and other_cells.strip().lower() == "stats"
+    if isinstance(other_cells, str) and not stats_rates:
+        from rbcray.synth.others import parse_spec
+
+        data["other_cells"] = parse_spec(other_cells)
+    elif other_cells is not None and not stats_rates:
+        data["other_cells"] = other_cells
     if stats is not None:
         syn = synthesis_params(stats, where)
         w = int(width if width is not None else syn["width"])
@@ -196,7 +214,13 @@ def resolve_config(
             cells_std=cells_std if cells_std is not None else syn["cells_std"] * ratio,
             cell_size=cell_size if cell_size is not None else syn["cell_size"],
         )
+        if stats_rates:
+            from rbcray.synth.others import from_stats
+
+            data["other_cells"] = from_stats(stats, ratio, where)
     else:
+        if stats_rates:
+            raise ConfigError("--other-cells stats needs --stats (the JSON of 'rbcray stats')")
         missing = [n for n, v in (("cells_mean", cells_mean), ("cell_size", cell_size)) if v is None]
         if missing:
             raise ConfigError(f"without a stats JSON, give {' and '.join('--' + m.replace('_', '-') for m in missing)}")

@@ -7,7 +7,7 @@ bytes in any process, whatever the batch or actor count.
 
 Per mask: n ~ Norm(cells_mean, cells_std) (rounded, >= 0); per cell a random exemplar of the bank
 (uniform over the configured categories) and its augmentation (rotation, scale, flips; see
-shapes.py). A mask augments at most ``shapes_per_mask`` shapes and re-uses them, each re-use
+shapes.py); with ``other_cells``, white cells and platelets first, from their own streams (others.py). A mask augments at most ``shapes_per_mask`` shapes and re-uses them, each re-use
 turned by a grid symmetry that leaves the augmentation law unchanged (:func:`_turns`). Then the
 cell's place is drawn from the placement law (placement.py: Eq. 3 or uniform) until it is
 *feasible*: the cell overlaps no placed cell, shows at least one pixel on the canvas, and its
@@ -46,6 +46,7 @@ from rbcray.synth.cells import boxes_from_map, cell_table, paint_instances
 from rbcray.synth.config import SynthConfig
 from rbcray.synth.contact import neighbour_bits, visible
 from rbcray.synth.contact import split as contact_split
+from rbcray.synth.others import add_others
 from rbcray.synth.placement import CandidateStream
 from rbcray.synth.shapes import ROTATIONS_90, Cell, ShapeBank, turn
 
@@ -165,6 +166,11 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     ms = bank.max_radius(base * cfg.scale_max) + 2  # how far a cell reaches from its centre
     contact = cfg.contact_prob > 0 and cfg.contact_overlap > 0  # (drawn only then: paper outputs unchanged)
     sticky = (rng.random(n_req) < cfg.contact_prob).tolist() if contact else None
+    order: Any = range(n_req)
+    if cfg.other_cells:  # white cells and platelets: their own streams, placed first (others.py)
+        lists = {"ex": ex, "angle": angle, "scale": scale, "flip_h": flip_h, "flip_v": flip_v, "color_u": color_u,
+                 "entry": entry, "turn_of": turn_of, "sticky": sticky}
+        n_req, order = add_others(bank, cfg, seed, index, base, n_req, lists, _bank_pool)
     stream = CandidateStream(rng, cfg.cell_size * cfg.kernel_scale, cfg.kernel_inner, W, H, 0, 0, cfg.n_init, n_req,
                              reverted=cfg.kernel_inside == "reverted")
     M = ms + stream.reach + 1  # canvas margin: no cell, draw or probe of a draw ever leaves it
@@ -190,17 +196,16 @@ def synthesize(bank: ShapeBank, cfg: SynthConfig, seed: int, index: int, *, _pre
     colour: list[int] = []
     wins: list[tuple[int, int]] = []
     cells_used: list[Cell] = []
-    shapes: list[Cell] = []
+    shapes: dict[int, Cell] = {}  # augmented shapes by cell index (re-used ones refer to them)
     unplaced = placed = color_rejections = total_tries = 0
     tries_avg = 1.0  # running mean of tries per cell: how candidates are drawn (cost, not law)
     probe_of: dict[int, list[list[int]]] = {}  # probe offsets (x, y) per shape, when needed
     probe_flat: dict[tuple[int, int], np.ndarray] = {}  # ... as flat offsets, per (shape, turn)
     turned: dict[tuple[int, int], Cell] = {}  # turned shapes, per (shape, turn)
-    for i in range(n_req):
+    for i in order:
         e = entry[i]
-        if i < n_shapes:
-            cell = augment(ex[i], angle[i], scale[i], flip_h[i], flip_v[i])
-            shapes.append(cell)
+        if e == i:  # its own augmentation (re-used shapes point to an earlier cell)
+            cell = shapes[i] = augment(ex[i], angle[i], scale[i], flip_h[i], flip_v[i])
         else:  # a re-used shape of this mask, turned by a law-preserving grid symmetry
             key = (e, turn_of[i])
             cell = turned.get(key)

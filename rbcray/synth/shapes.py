@@ -8,13 +8,13 @@ in this order (each rule's drop count is the bank's filter report, ``meta["filte
 
 1. ``border``: whole — not cut by the image border;
 2. ``small``: at least ``min_area`` pixels;
-3. ``touching``: isolated — no other cell 8-connected to it (a cell of a split clump has a cut
-   side); ``isolated=False`` keeps touching cells;
+3. ``touching``: isolated red cells — no other cell 8-connected to it (a cell of a split clump has a
+   cut side; white cells and platelets are typed by stain, so kept); ``isolated=False`` keeps all;
 4. ``irregular``: solidity (area / convex-hull area) at least ``min_solidity`` (0.9);
 5. ``elongated``: perimeter² / area at most ``max_roundness`` (18: a 2.8:1 ellipse; a disc is
    4π ≈ 12.6), which drops hooks and ragged outlines while keeping elliptocytes;
-6. ``size``: area within ``size_range`` (0.4, 2.5) times the median area of the cells kept so far
-   (fragments and merged pairs).
+6. ``size``: area within ``size_range`` (0.4, 2.5) times the median area of the cells of its
+   category kept so far (fragments and merged pairs; a platelet is a tenth of a red cell).
 
 ``min_solidity=0, isolated=False, max_roundness=inf, size_range=None`` keeps every whole cell.
 The file is plain Parquet, readable without rbcray (pyarrow, pandas, DuckDB); one row per cell:
@@ -107,12 +107,12 @@ def extract_shapes(ds: Dataset, min_area: int = 1, min_solidity: float = 0.9, *,
         for cid, crop, whole, alone in cell_crops(inst, whole=False, isolated=False):
             seen += 1
             area = int(crop.sum())
-            rule = None
+            rule, cat = None, int(cats.get(cid, RBC))
             if not whole:
                 rule = "border"  # cut by the border: not a whole cell shape
             elif area < min_area:
                 rule = "small"
-            elif isolated and not alone:
+            elif isolated and not alone and cat == RBC:  # WBCs and platelets are typed by stain, not cut from clumps
                 rule = "touching"
             else:
                 _, rnd, _, sol = features(crop) if (min_solidity > 0 or math.isfinite(max_roundness)) else (0, 0.0, 0, 1.0)
@@ -123,13 +123,11 @@ def extract_shapes(ds: Dataset, min_area: int = 1, min_solidity: float = 0.9, *,
             if rule:
                 drops[rule] += 1
                 continue
-            cat = int(cats.get(cid, RBC))
             morph = labels.get(stem, {}).get(cid, UNLABELLED) if labels and cat == RBC else None
             rows.append((stem, cid, cat, crop, area, morph))
     if size_range is not None and rows:
-        med = float(np.median([r[4] for r in rows]))
-        lo, hi = size_range[0] * med, size_range[1] * med
-        keep = [r for r in rows if lo <= r[4] <= hi]
+        med = {c: float(np.median([r[4] for r in rows if r[2] == c])) for c in {r[2] for r in rows}}  # per category
+        keep = [r for r in rows if size_range[0] * med[r[2]] <= r[4] <= size_range[1] * med[r[2]]]
         drops["size"] = len(rows) - len(keep)
         rows = keep
     cols: dict[str, list] = {k: [] for k in COLUMNS}
