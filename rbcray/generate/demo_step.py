@@ -26,6 +26,8 @@ DEMO_SHARD = 8
 #: unet-wgangp samples: the realism comparison's baseline half of the held-out images, and the
 #: synthetic items of the evaluation's RD+SD rows for this family (sweep-demo.yaml: total - n_real)
 UNET_SAMPLES = 16
+#: white cells and platelets at the train split's per-image rates (rbcray/synth/others.py)
+OTHER_CELLS = "stats"
 
 
 def demo_morphology(ctx: DemoContext) -> dict[str, Any]:
@@ -59,7 +61,7 @@ def generate_step(ctx: DemoContext) -> dict[str, Any]:
         inputs["params"] = params
     cfg = from_dict(GenerateConfig, {**{k: str(v) for k, v in inputs.items()}, "out": str(out), "num_samples": DEMO_SAMPLES,
                                      "seed": 0, "shard_size": DEMO_SHARD, "png": True, "coco": True, "progress": False,
-                                     **demo_morphology(ctx)})
+                                     "other_cells": OTHER_CELLS, **demo_morphology(ctx)})
     manifest = run_ray(prepare(cfg, ctx.log), ctx.log)
     res = verify_output(str(out))
     if res["problems"]:
@@ -76,7 +78,7 @@ def generate_step(ctx: DemoContext) -> dict[str, Any]:
         uout = d / "unet-shards"
         ucfg = from_dict(GenerateConfig, {**{k: str(v) for k, v in inputs.items()}, "checkpoint": str(ctx.out / "train" / "unet"),
                                           "out": str(uout), "num_samples": UNET_SAMPLES, "seed": 0, "shard_size": UNET_SAMPLES,
-                                          "progress": False})
+                                          "other_cells": OTHER_CELLS, "progress": False})
         um = run_local(prepare(ucfg, ctx.log), log=ctx.log)  # 8 samples: in this process, no actor start-up
         ures = verify_output(str(uout))
         if ures["problems"]:
