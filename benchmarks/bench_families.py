@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-minutes", type=float,
                     help="train EACH family for this many CPU-minutes of this process (stopping at the first epoch end "
                          "past it; overrides --p2p-epochs and --budget-s)")
+    ap.add_argument("--reuse", action="store_true", help="with --cpu-minutes: keep a family already trained in --work")
     ap.add_argument("--encoder-steps", type=int, default=400)
     ap.add_argument("--c2st-epochs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
@@ -146,12 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     p2p_cfg = replace(p2p_cfg.with_epochs(args.p2p_epochs), vgg_loss=False, seed=args.seed)
     unet_cfg = replace(resolve_config(args.unet_config, "unet-wgangp"), seed=args.seed, epochs=10_000)
     if args.cpu_minutes:
+        # --reuse: a family trained by an earlier run into --work (its record kept) is not retrained
+        def budgeted(cfg, name: str) -> dict:
+            rec = work / name / "bench_training.json"
+            if args.reuse and rec.exists():
+                log(f"{name}: reusing the model trained by an earlier run ({rec})")
+                return json.loads(rec.read_text())
+            info = train_budget(cfg, str(train_dir), str(work / name), args.cpu_minutes * 60, log, cpu_seconds)
+            rec.write_text(json.dumps(info) + "\n")
+            return info
+
         # CPU time, not wall time: a budget that other jobs on a shared host cannot shrink
         # pix2pixHD's schedule (stage 1, then the local enhancer, lr decay) follows its epoch count:
         # give --p2p-epochs sized to the budget; the budget still stops it at an epoch end
         p2p_cfg = p2p_cfg if args.p2p_epochs else p2p_cfg.with_epochs(10_000)
-        p2p = train_budget(p2p_cfg, str(train_dir), str(work / "p2p"), args.cpu_minutes * 60, log, cpu_seconds)
-        unet = train_budget(unet_cfg, str(train_dir), str(work / "unet"), args.cpu_minutes * 60, log, cpu_seconds)
+        p2p = budgeted(p2p_cfg, "p2p")
+        unet = budgeted(unet_cfg, "unet")
     else:
         p2p = train_budget(p2p_cfg, str(train_dir), str(work / "p2p"), None, log)
         unet = train_budget(unet_cfg, str(train_dir), str(work / "unet"), args.budget_s or p2p["seconds"], log)
