@@ -107,3 +107,71 @@ def test_state_refuses_another_config_and_corruption(tmp_path) -> None:
 def test_too_few_cells_is_a_data_error() -> None:
     with pytest.raises(DataError, match="at least batch_size"):
         UNITRun(crops(1, 0), crops(10, 1), TINY)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A toy annotated dataset (normal and target cells told apart by look), its splits and a classifier."""
+    from test_morphology_classifier import toy_dataset
+
+    from rbcray.cli import main
+    from rbcray.data.dataset import Dataset
+    from rbcray.data.splits import make_splits, save_splits
+
+    d = tmp_path_factory.mktemp("unit-ray")
+    root = toy_dataset(d / "toy", 12)
+    sp = save_splits(make_splits(Dataset.open(root).stems, dataset="toy", val=0.25, test=0.25, seed=0), d / "s.json")
+    assert main(["morphology", "train", str(root), "--out", str(d / "clf"), "--splits", str(sp), "--split", "train", "--epochs", "1", "--batch-size", "16", "--threads", "1"]) == 0
+    return {"root": str(root), "splits": str(sp), "clf": str(d / "clf")}
+
+
+@pytest.mark.slow
+def test_two_ray_workers_survive_a_lost_worker(ray_session, tmp_path) -> None:
+    from faults import kill_once
+
+    from rbcray.distributed.train_unit import train_unit_distributed
+
+    a, b = crops(12, 0), crops(10, 1)
+    marker = tmp_path / "killed"
+    model, hist = train_unit_distributed(a, b, TINY, str(tmp_path / "run"), workers=2, cpus_per_worker=1, max_failures=1,
+                                         fault_hook=kill_once((1, 4), marker), log=lambda m: None)
+    assert marker.exists()  # worker 1 really died after iteration 4 (checkpoints at 2, 4, 6)
+    state = latest_run_state(str(tmp_path / "run"))[1]
+    assert state["iteration"] == hist[-1]["iteration"] == 6
+    assert state["resumes"] in ([4], [2])  # restarted from the newest checkpoint Ray had when the worker died
+    assert not model.training
+    # two workers average their gradients over twice the cells: not the one-process weights
+    alone, _ = train_unit(a, b, TINY)
+    assert not all(torch.equal(p, q) for p, q in zip(params(alone), params(model), strict=True))
+
+
+@pytest.mark.slow
+def test_cli_ray_to_s3_writes_the_translator_and_a_rerun_resumes(ray_session, s3_server, toy, capsys) -> None:
+    from rbcray import storage
+    from rbcray.cli import main
+
+    out = f"s3://{s3_server()}/runs/unit-target"
+    args = ["morphology", "unit", toy["root"], "--classifier", toy["clf"], "--splits", toy["splits"], "--out", out, "--target", "target",
+            "--iterations", "4", "--round-iterations", "2", "--dim", "4", "--threads", "1", "--ray"]
+    assert main(args) == 0
+    names = set(storage.listdir(out))
+    assert {"unit.pt", "unit.json", "figure.png", "smear.png", "scores.json", "checkpoint_iter_0000002", "checkpoint_iter_0000004"} <= names
+    model, cfg, meta = load_unit(out)
+    assert cfg.model.dim == 4 and cfg.round_iterations == 2 and meta["summary"]["iterations"] == 4
+    assert meta["summary"]["trainer"] == {"ray": True, "workers": 1}
+    assert "accept09_translated=" in capsys.readouterr().out
+    before = load_run_state(storage.join(out, "checkpoint_iter_0000004"))
+    # the same command again: the run is complete, nothing is trained, the same weights are written
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "already trained (4 iterations)" in err and "UNIT iteration" not in err
+    again, _, meta2 = load_unit(out)
+    assert meta2["summary"]["iterations"] == 4 and set(storage.listdir(out)) == names
+    for k, v in before["model"].items():
+        assert torch.equal(again.state_dict()[k], v)
+    # more iterations on the same folder continue from iteration 4
+    longer = [*args]
+    longer[longer.index("--iterations") + 1] = "6"
+    assert main(longer) == 0
+    assert "resuming at iteration 4/6" in capsys.readouterr().err
+    assert load_unit(out)[2]["summary"]["iterations"] == 6

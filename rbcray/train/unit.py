@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from rbcray import storage
 from rbcray.config import check, from_dict, to_dict
 from rbcray.data.cells import CellCrops
 from rbcray.errors import DataError, RbcrayError
-from rbcray.io import read_json, staged_dir, write_json
+from rbcray.io import staged_dir, write_json
 from rbcray.models.morphology import MorphologyNet, predict_proba
 from rbcray.models.registry import create_model
 from rbcray.models.unit.networks import UNIT, GradSync, UNITConfig
@@ -145,6 +147,8 @@ class UNITRun:
                 self.history.append(metrics)
                 if log and it % 200 == 0:
                     log(f"iter {it}: gen {g['total']:.2f} (recon {g['recon']:.3f}, cycle {g['cycle']:.3f}, gan {g['gan']:.3f}) dis {d:.3f}")
+        if self.agree is not None and self.agree(self.seconds >= cfg.max_seconds):
+            self.seconds = max(self.seconds, cfg.max_seconds)  # all workers see the same `done`
         return metrics or {"iteration": self.iteration, "seconds": self.seconds}
 
     def result(self) -> tuple[UNIT, list[dict[str, float]]]:
@@ -276,30 +280,52 @@ def save_unit(
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
     write_more: Callable[[Path], None] | None = None,
-) -> Path:
-    """Write ``unit.pt`` (all weights), anything ``write_more(folder)`` adds, then ``unit.json``; staged."""
-    with staged_dir(out, overwrite=overwrite) as tmp:
+    run_folder: bool = False,
+) -> str:
+    """Write ``unit.pt`` (all weights), anything ``write_more(folder)`` adds, then ``unit.json``.
+
+    A new local folder is staged and renamed into place. ``out`` on an object store, or a
+    ``run_folder`` that already holds a run's round checkpoints (Ray Train), gets the files one by
+    one, each replaced atomically, ``unit.json`` (the manifest) last.
+    """
+    meta = {"format": CHECKPOINT_FORMAT, "model": "unit", "config": to_dict(cfg), "provenance": provenance, **(extra or {})}
+    if not run_folder and not storage.is_remote(str(out)):
+        with staged_dir(out, overwrite=overwrite) as tmp:
+            torch.save(model.state_dict(), tmp / "unit.pt")
+            if write_more is not None:
+                write_more(tmp)
+            write_json(tmp / "unit.json", meta)
+        return str(out)
+    with tempfile.TemporaryDirectory(prefix="rbcray-unit-") as d:
+        tmp = Path(d)
         torch.save(model.state_dict(), tmp / "unit.pt")
         if write_more is not None:
             write_more(tmp)
-        write_json(tmp / "unit.json", {"format": CHECKPOINT_FORMAT, "model": "unit", "config": to_dict(cfg), "provenance": provenance, **(extra or {})})
-    return Path(out)
+        write_json(tmp / "unit.json", meta)
+        names = sorted(f.name for f in tmp.iterdir() if f.is_file() and f.name != "unit.json") + ["unit.json"]
+        for n in names:
+            storage.write_bytes(storage.join(str(out), n), (tmp / n).read_bytes())
+    return str(out)
 
 
 def load_unit(path: str | Path) -> tuple[UNIT, UNITTrainConfig, dict[str, Any]]:
-    """Read a translator folder -> (model in eval mode, config, unit.json)."""
-    p = Path(path)
-    if not (p / "unit.json").is_file() or not (p / "unit.pt").is_file():
+    """Read a translator folder (local or object-store URI) -> (model in eval mode, config, unit.json)."""
+    p = str(path).rstrip("/")
+    js, pt = storage.join(p, "unit.json"), storage.join(p, "unit.pt")
+    if not storage.exists(js) or not storage.exists(pt):
         raise DataError(f"{p}: not a UNIT checkpoint (needs unit.json and unit.pt)")
-    meta = read_json(p / "unit.json")
+    try:
+        meta = json.loads(storage.read_bytes(js))
+    except ValueError as e:
+        raise DataError(f"{js}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{p / 'unit.json'}: not a UNIT checkpoint")
-    cfg = from_dict(UNITTrainConfig, meta["config"], where=str(p / "unit.json"))
+        raise DataError(f"{js}: not a UNIT checkpoint")
+    cfg = from_dict(UNITTrainConfig, meta["config"], where=js)
     model: UNIT = create_model("unit", **to_dict(cfg.model))
     try:
-        model.load_state_dict(torch.load(p / "unit.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(io.BytesIO(storage.read_bytes(pt)), map_location="cpu", weights_only=True))
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise DataError(f"{p / 'unit.pt'}: cannot load ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise DataError(f"{pt}: cannot load ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     model.eval()
     return model, cfg, meta
 
