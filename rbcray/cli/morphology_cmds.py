@@ -128,42 +128,35 @@ def register_unit(msub: argparse._SubParsersAction) -> None:
     u.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4, Gupta et al.'s)")
     u.add_argument("--threshold", type=float, default=0.9, help="pseudo-label threshold t for the blended example smear (default 0.9)")
     u.add_argument("--max-eval", type=int, default=1500, help="at most this many val cells per group are scored")
-    u.add_argument("--threads", type=int, help="torch CPU threads")
+    u.add_argument("--round-iterations", type=int, help="iterations per round: progress line and Ray checkpoint (default 100)")
+    u.add_argument("--ray", action="store_true", help="train with Ray Train: --out is the run folder (local or s3://); re-running resumes")
+    u.add_argument("--workers", type=int, help="Ray Train workers, gradients averaged (implies --ray; default 1)")
+    u.add_argument("--max-failures", type=int, default=2, help="Ray Train restarts after a lost worker (default 2)")
+    u.add_argument("--threads", type=int, help="torch CPU threads (with --ray: per worker)")
     u.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     u.set_defaults(func=cmd_unit)
 
 
 def cmd_unit(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from rbcray.config import replace
     from rbcray.data.cells import extract_cells
     from rbcray.data.dataset import Dataset
     from rbcray.data.morphology import CLASSES, class_id
     from rbcray.data.provenance import check_no_overlap, provenance_record
     from rbcray.data.splits import load_splits, select
-    from rbcray.io import write_json, write_png
-    from rbcray.models.unit.apply import translate_smear
-    from rbcray.models.unit.filter import DEFAULT_THRESHOLDS
-    from rbcray.models.unit.masks import compare_mask_options
     from rbcray.models.unit.networks import UNITConfig
     from rbcray.train.morphology import load_classifier
-    from rbcray.train.unit import (
-        UNITTrainConfig,
-        acceptance_table,
-        figure,
-        save_unit,
-        score_translations,
-        train_unit,
-        translate_crops,
-    )
+    from rbcray.train.unit import UNITTrainConfig, save_unit, train_unit
+    from rbcray.train.unit_report import report_unit
 
     if args.minutes <= 0:
         raise RbcrayError(f"--minutes {args.minutes}: must be > 0")
+    use_ray = args.ray or args.workers is not None
     _threads(args.threads)
     target = class_id(args.target)
     model_cfg = replace(UNITConfig(), dim=args.dim, lr=args.lr)
-    cfg = replace(UNITTrainConfig(model=model_cfg, target=target, max_seconds=args.minutes * 60), iterations=args.iterations)
+    cfg = replace(UNITTrainConfig(model=model_cfg, target=target, max_seconds=args.minutes * 60),
+                  iterations=args.iterations, round_iterations=args.round_iterations)
     clf, clf_cfg, clf_meta = load_classifier(args.classifier)
     splits = load_splits(args.splits)
     check_no_overlap(clf_meta.get("provenance"), splits)
@@ -174,64 +167,23 @@ def cmd_unit(args: argparse.Namespace) -> int:
     rare = extract_cells(ds, train_stems, classes=[target], **win)
     name = CLASSES[target]
     print(f"UNIT normal -> {name}: {len(normal)} normal and {len(rare)} {name} cells of the {args.split} images", file=sys.stderr)
-    model, hist = train_unit(normal, rare, cfg, log=lambda m: print(m, file=sys.stderr))
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if use_ray:
+        from rbcray.distributed.train_unit import train_unit_distributed
+
+        model, hist = train_unit_distributed(normal, rare, cfg, args.out, workers=args.workers or 1, cpus_per_worker=args.threads,
+                                             max_failures=args.max_failures, overwrite=args.overwrite, log=log)
+    else:
+        model, hist = train_unit(normal, rare, cfg, log=log)
     used = sorted({normal.stems[i] for i in normal.image_index.tolist()} | {rare.stems[i] for i in rare.image_index.tolist()})
     prov = provenance_record(ds.name, used, root=str(Path(args.dir).resolve()), splits=splits, role=args.split)
     # Scored on val images: neither UNIT nor the classifier has seen them.
     val_stems = select(ds.stems, splits, "val", where=str(args.dir))
-    rng = np.random.default_rng(0)
-    v_normal = extract_cells(ds, val_stems, classes=[0], **win)
-    v_rare = extract_cells(ds, val_stems, classes=[target], **win)
-    if len(v_normal) == 0 or len(v_rare) == 0:
-        raise RbcrayError(f"{args.dir}: the val images hold {len(v_normal)} normal and {len(v_rare)} {name} cells; need both")
-    pick = np.sort(rng.permutation(len(v_normal))[: args.max_eval])
-    v_normal = v_normal.subset(pick)
-    v_rare = v_rare.subset(np.sort(rng.permutation(len(v_rare))[: args.max_eval]))
-    translated = translate_crops(model, v_normal.crops)
-    scores = score_translations(clf, target, v_normal.crops, translated, v_rare.crops)
-    table = acceptance_table(scores, DEFAULT_THRESHOLDS)
-    mask_option = compare_mask_options(v_normal.crops, translated, v_rare.crops)
-    summary = {
-        "target": name,
-        "iterations": hist[-1]["iteration"],
-        "train_seconds": hist[-1]["seconds"],
-        "n_train": {"normal": len(normal), name: len(rare)},
-        "n_val_scored": {"normal": len(v_normal), name: len(v_rare)},
-        "mean_p_target": {k: float(v.mean()) for k, v in scores.items()},
-        "acceptance": table,
-        "mask_option": mask_option,
-        "classifier": str(args.classifier),
-    }
-
-    # One val smear with its normal cells translated, filtered at t and blended in (before | after).
-    counts = np.bincount(v_normal.image_index, minlength=len(v_normal.stems))
-    host_stem = v_normal.stems[int(counts.argmax())]
-    host_ids = v_normal.cell_id[v_normal.image_index == counts.argmax()]
-    host_img = ds.load_image(host_stem)
-    host_inst = ds.load_instances(host_stem)
-    smear = translate_smear(model, clf, host_img, host_inst, host_ids, target, args.threshold, clf_cfg.window, clf_cfg.size)
-    unfiltered = translate_smear(model, clf, host_img, host_inst, host_ids, target, 0.0, clf_cfg.window, clf_cfg.size)
-    summary["example_smear"] = {"stem": host_stem, "t": args.threshold, "cells": int(len(smear.cell_ids)), "accepted": int(smear.accepted.sum())}
-    gap = np.full((host_img.shape[0], 8, 3), 255, np.uint8)
-
-    def extras(folder: Path) -> None:
-        figure(folder / "figure.png", v_normal.crops, translated, v_rare.crops, scores["translated"], name)
-        # host | every chosen cell translated and blended (t = 0) | only those the filter keeps (t)
-        write_png(folder / "smear.png", np.concatenate([host_img, gap, unfiltered.image, gap, smear.image], axis=1))
-        write_json(folder / "scores.json", summary)
-
-    save_unit(args.out, model, cfg, {"unit": prov, "classifier": clf_meta.get("provenance")}, {"history": hist, "summary": summary, "crop": win}, overwrite=args.overwrite, write_more=extras)
-    print("| t | real normal | translated | real " + name + " |\n| ---: | ---: | ---: | ---: |")
-    for r in table:
-        cells = [f"{r[k]:.3f} [{r[k + '_ci'][0]:.3f}, {r[k + '_ci'][1]:.3f}]" for k in ("real_normal", "translated", "real_target")]
-        print(f"| {r['t']:.2f} | " + " | ".join(cells) + " |")
-    for k, v in mask_option.items():
-        print(f"mask shapes vs real {name} (derived masks), KS distance: {k}: area {v['area']:.3f}, elongation {v['elongation']:.3f}")
-    at9 = next(r for r in table if r["t"] == 0.9)
-    print(
-        f"target={name} iterations={summary['iterations']} train_s={summary['train_seconds']:.0f} "
-        f"accept09_translated={at9['translated']:.3f} accept09_real_normal={at9['real_normal']:.3f} accept09_real_target={at9['real_target']:.3f}"
-    )
+    rep = report_unit(model, clf, clf_cfg, ds, val_stems, target, hist, {"normal": len(normal), name: len(rare)},
+                      threshold=args.threshold, max_eval=args.max_eval, classifier=str(args.classifier), where=str(args.dir))
+    rep.summary["trainer"] = {"ray": use_ray, "workers": (args.workers or 1) if use_ray else 0}
+    save_unit(args.out, model, cfg, {"unit": prov, "classifier": clf_meta.get("provenance")}, {"history": hist, "summary": rep.summary, "crop": win},
+              overwrite=args.overwrite, write_more=rep.write, run_folder=use_ray)
+    print("\n".join(rep.lines))
     print(args.out)
     return 0
-

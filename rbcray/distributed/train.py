@@ -37,13 +37,13 @@ if TYPE_CHECKING:
 FaultHook = Callable[[int, int], None]
 
 
-def _say(msg: str) -> None:
+def say(msg: str) -> None:
     """Progress line from a worker (stderr: Ray Train v2 echoes a worker's stdout twice)."""
     sys.stderr.write(f"[rbcray train] {msg}\n")
     sys.stderr.flush()
 
 
-def _quiet_ray_train_reports() -> None:
+def quiet_ray_train_reports() -> None:
     """Ray Train logs two INFO lines per checkpoint (the whole metrics dict); rbcray prints its own
     one-line epoch summary, so those go to WARNING (they are still in the Ray session logs)."""
     import logging
@@ -66,7 +66,7 @@ def _worker(config: dict[str, Any]) -> None:
     from rbcray.models.registry import get_family
     from rbcray.train.pix2pixhd_loop import open_dataset
 
-    _quiet_ray_train_reports()
+    quiet_ray_train_reports()
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     family = get_family(config["family"])
@@ -85,9 +85,9 @@ def _worker(config: dict[str, Any]) -> None:
             with ck.as_directory() as d:
                 state, name = load_state(d), f"{out} (Ray checkpoint)"
         except DataError as e:  # corrupt: fall back to the previous good one below
-            _say(f"warning: {e}; trying the previous checkpoint")
+            say(f"warning: {e}; trying the previous checkpoint")
             bad = ck.path
-    if state is None and (found := load_latest_state(out, _say, skip=bad)) is not None:
+    if state is None and (found := load_latest_state(out, say, skip=bad)) is not None:
         name, state = found  # e.g. a run begun with the plain loop, or Ray's latest was corrupt
     if state is not None:
         trainer.load_state_dict(state, name=name)
@@ -100,12 +100,12 @@ def _worker(config: dict[str, Any]) -> None:
     if trainer.epoch and trainer.epoch < cfg.total_epochs:
         trainer.resumes.append(trainer.epoch)
         if rank == 0:
-            _say(f"resuming at epoch {trainer.epoch}/{cfg.total_epochs}")
+            say(f"resuming at epoch {trainer.epoch}/{cfg.total_epochs}")
     while trainer.epoch < cfg.total_epochs:
         metrics = trainer.train_epoch()
         epoch = trainer.epoch
         if rank == 0:
-            _say(family.metrics_line(epoch, cfg.total_epochs, metrics))
+            say(family.metrics_line(epoch, cfg.total_epochs, metrics))
             storage.write_bytes(storage.join(out, "samples", f"epoch_{epoch:04d}.png"), trainer.sample_grid())
         report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.total_epochs:
@@ -118,11 +118,11 @@ def _worker(config: dict[str, Any]) -> None:
         else:
             ray.train.report(report)
         if validator is not None:  # rank 0 only; the others wait at the next collective
-            validator(trainer, family, out, epoch, cfg.total_epochs, _say)
+            validator(trainer, family, out, epoch, cfg.total_epochs, say)
         if config.get("fault_hook") is not None:
             config["fault_hook"](rank, epoch)
     if rank == 0:
-        family.export_fn()(trainer, out, log=_say)
+        family.export_fn()(trainer, out, log=say)
 
 
 def run_location(out: str) -> tuple[str, str, Any]:
@@ -223,12 +223,19 @@ def train_distributed(
         run_config=run_config,
     )
     log(f"Ray Train: {workers} worker(s), {'GPU' if use_gpu else 'CPU'}, {cpus_per_worker} CPU each; run folder {out}")
+    result = fit(trainer, out, max_failures)
+    return {"metrics": dict(result.metrics or {}), "checkpoint": result.checkpoint.path if result.checkpoint else None}
+
+
+def fit(trainer: Any, out: str, max_failures: int) -> Any:
+    """``trainer.fit()``; a worker's bad-input error comes back as itself, any other failure as one
+    line saying that re-running the same command resumes (shared by every Ray Train job)."""
     from ray.train import TrainingFailedError
 
     try:
-        result = trainer.fit()
+        return trainer.fit()
     except TrainingFailedError as e:
-        cause = _user_error(e)
+        cause = user_error(e)
         if cause is not None:  # a bad input found by a worker: the user's one-line error
             raise cause from None
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
@@ -236,10 +243,9 @@ def train_distributed(
             f"training of {out} failed after {max_failures} restart(s) ({first}); "
             "re-run the same command to resume from its last checkpoint"
         ) from None
-    return {"metrics": dict(result.metrics or {}), "checkpoint": result.checkpoint.path if result.checkpoint else None}
 
 
-def _user_error(e: BaseException) -> RbcrayError | None:
+def user_error(e: BaseException) -> RbcrayError | None:
     """The RbcrayError inside a Ray Train failure, if a worker raised one."""
     seen = set()
     stack: list[BaseException | None] = [e]

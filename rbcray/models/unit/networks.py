@@ -16,6 +16,7 @@ lr 1e-4, betas (0.5, 0.999). Training alternates two explicit phases per batch:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,9 @@ from torch import nn
 
 from rbcray.config import check, from_dict
 from rbcray.models.registry import register_model
+
+#: called with an optimiser after backward, before its step (gradient averaging across workers)
+GradSync = Callable[[torch.optim.Optimizer], None]
 
 
 @dataclass(frozen=True)
@@ -201,19 +205,25 @@ class UNIT(nn.Module):
         return self.cfg.gan_w * loss
 
     # ---- the two explicit GAN phases
-    def dis_step(self, x_a: torch.Tensor, x_b: torch.Tensor) -> float:
+    # ``sync(optimizer)`` runs between backward and step: data-parallel training averages the
+    # optimiser's gradients over the workers there (rbcray.distributed.train_unit).
+    def dis_step(self, x_a: torch.Tensor, x_b: torch.Tensor, sync: GradSync | None = None) -> float:
         """Phase 1: update the discriminators only."""
         self.opt_dis.zero_grad(set_to_none=True)
         loss = self.dis_losses(x_a, x_b)
         loss.backward()
+        if sync is not None:
+            sync(self.opt_dis)
         self.opt_dis.step()
         return float(loss.detach())
 
-    def gen_step(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, float]:
+    def gen_step(self, x_a: torch.Tensor, x_b: torch.Tensor, sync: GradSync | None = None) -> dict[str, float]:
         """Phase 2: update encoders and decoders (discriminator gradients are discarded)."""
         self.opt_gen.zero_grad(set_to_none=True)
         losses = self.gen_losses(x_a, x_b)
         losses["total"].backward()
+        if sync is not None:
+            sync(self.opt_gen)
         self.opt_gen.step()
         self.opt_dis.zero_grad(set_to_none=True)
         return {k: float(v.detach()) for k, v in losses.items()}
