@@ -56,6 +56,19 @@ def quiet_ray_train_reports() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def report_checkpoint(rank: int, metrics: dict[str, Any], save: Callable[[str], None], name: str) -> None:
+    """``ray.train.report`` the metrics from every worker with a checkpoint that rank 0 writes by
+    ``save(folder)`` (Ray Train copies it to the run's storage as ``name``)."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory(prefix="rbcray-ckpt-") as d:
+        checkpoint = None
+        if rank == 0:
+            save(d)
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+
+
 def _worker(config: dict[str, Any]) -> None:
     """Training function of every Ray Train worker."""
     import ray.train
@@ -109,12 +122,7 @@ def _worker(config: dict[str, Any]) -> None:
             storage.write_bytes(storage.join(out, "samples", f"epoch_{epoch:04d}.png"), trainer.sample_grid())
         report = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.total_epochs:
-            with tempfile.TemporaryDirectory(prefix="rbcray-ckpt-") as d:
-                checkpoint = None
-                if rank == 0:
-                    save_state(d, trainer.state_dict())
-                    checkpoint = ray.train.Checkpoint.from_directory(d)
-                ray.train.report(report, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
+            report_checkpoint(rank, report, lambda d: save_state(d, trainer.state_dict()), f"checkpoint_epoch_{epoch:04d}")
         else:
             ray.train.report(report)
         if validator is not None:  # rank 0 only; the others wait at the next collective

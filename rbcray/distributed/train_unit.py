@@ -20,14 +20,20 @@ returns; the caller writes the translator into the run folder with
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from rbcray import storage
 from rbcray.config import from_dict, to_dict
 from rbcray.data.cells import CellCrops
-from rbcray.distributed.train import FaultHook, fit, quiet_ray_train_reports, run_location, say
+from rbcray.distributed.train import (
+    FaultHook,
+    fit,
+    quiet_ray_train_reports,
+    report_checkpoint,
+    run_location,
+    say,
+)
 from rbcray.errors import DataError, RbcrayError
 from rbcray.models.unit.networks import UNIT
 from rbcray.train.unit import (
@@ -101,12 +107,7 @@ def _worker(config: dict[str, Any]) -> None:
         if rank == 0:
             losses = f"gen {m['total']:.2f} (recon {m['recon']:.3f}, cycle {m['cycle']:.3f}) dis {m['dis']:.3f}" if "total" in m else ""
             say(f"UNIT iteration {run.iteration}/{cfg.iterations}, {run.seconds:.0f} s {losses}")
-        with tempfile.TemporaryDirectory(prefix="rbcray-unit-ckpt-") as d:
-            checkpoint = None
-            if rank == 0:
-                save_run_state(d, run.state_dict())
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(m, checkpoint=checkpoint, checkpoint_dir_name=f"{ROUND_PREFIX}{run.iteration:07d}")
+        report_checkpoint(rank, m, lambda d: save_run_state(d, run.state_dict()), f"{ROUND_PREFIX}{run.iteration:07d}")
         if config.get("fault_hook") is not None:
             config["fault_hook"](rank, run.iteration)
 
