@@ -59,12 +59,18 @@ def bench(work: Path, limit: int | None, target: str, minutes: float, epochs: in
     }
 
 
-def cli() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def common_args(doc: str, minutes: float) -> argparse.ArgumentParser:
+    """The options the morphology benchmarks share: work folder, image limit, class, UNIT budget."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--work", required=True, help="working folder (outputs are reused when present)")
     ap.add_argument("--limit", type=int, help="annotate only the first N Chula images")
     ap.add_argument("--target", default="target", help="rare class for UNIT (default target)")
-    ap.add_argument("--minutes", type=float, default=8.0, help="UNIT training budget (default 8)")
+    ap.add_argument("--minutes", type=float, default=minutes, help=f"UNIT training budget (default {minutes:g})")
+    return ap
+
+
+def cli() -> None:
+    ap = common_args(__doc__, 8.0)
     ap.add_argument("--epochs", type=int, help="classifier epochs (default: the config's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     a = ap.parse_args()

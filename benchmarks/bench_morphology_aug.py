@@ -15,20 +15,15 @@ target class(es), mean over them).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import yaml
-from bench_morphology import bench, run
+from bench_morphology import bench, common_args, run
 
 
 def cli() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", required=True, help="working folder (inputs are reused when present)")
-    ap.add_argument("--limit", type=int, help="annotate only the first N Chula images")
-    ap.add_argument("--target", default="target", help="rare class for UNIT (default target)")
-    ap.add_argument("--minutes", type=float, default=6.0, help="UNIT training budget (default 6)")
+    ap = common_args(__doc__, 6.0)
     ap.add_argument("--clf-epochs", type=int, default=4, help="pseudo-labeller epochs (default 4)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs of every regime's classifier (default 3)")
     ap.add_argument("--thresholds", default="0.5,0.7,0.8,0.9,0.95", help="grid of t (default 0.5,0.7,0.8,0.9,0.95)")
