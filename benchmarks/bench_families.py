@@ -76,6 +76,51 @@ def translate_set(ck: str, samples, ds, seed: int):
     return out
 
 
+def prepare(work: Path, images: int, val: float, test: float, seed: int, encoder_steps: int, log) -> dict:
+    """Annotate the first ``images`` Chula smears into ``work`` (reused when there), split them by
+    image, write the train images as their own dataset, and train (or load) the scoring encoder on
+    them. Returns the dataset, the roles, the held-out halves A / B, their real samples, the encoder."""
+    from rbcray.data.annotate import annotate_source, config_for_source
+    from rbcray.data.dataset import Dataset, DatasetWriter
+    from rbcray.data.provenance import provenance_record
+    from rbcray.data.registry import resolve_dataset
+    from rbcray.data.sources import open_source
+    from rbcray.data.splits import make_splits
+    from rbcray.evaluate.data import Sample
+    from rbcray.evaluate.encoder import EncoderConfig, RealEncoder
+
+    ann = work / "annotated"
+    if not (ann / "dataset.json").exists():
+        src = open_source("chula-rbc-12", resolve_dataset("chula-rbc-12"))
+        annotate_source(src, ann, config_for_source(src.name), limit=images)
+    ds = Dataset.open(ann)
+    splits = make_splits(ds.stems, dataset="chula-rbc-12", val=val, test=test, seed=seed)
+    train_stems = splits.stems("train")
+    held = sorted(splits.stems("val") + splits.stems("test"), key=lambda s: (len(s), s))
+    a_stems, b_stems = held[0::2], held[1::2]
+    train_dir = work / "train"
+    if not (train_dir / "dataset.json").exists():
+        with DatasetWriter(train_dir, name="chula-rbc-12", kind="annotated") as w:
+            for s in train_stems:
+                w.add(s, ds.load_instances(s), image=ds.load_image(s), categories=ds.load_categories(s))
+    prov = provenance_record("chula-rbc-12", train_stems, root=str(ann), splits=splits, role="train")
+    log(f"{len(ds)} images: train {len(train_stems)}, held-out A {len(a_stems)} / B {len(b_stems)}")
+
+    real = {s: Sample(s, "real", ds.load_image(s), ds.load_instances(s)) for s in held}
+    enc_path = work / "encoder.pt"
+    t = time.perf_counter()
+    if enc_path.exists():
+        enc = RealEncoder.load(str(enc_path))
+    else:
+        enc = RealEncoder.train([Sample(s, "real", ds.load_image(s), ds.load_instances(s)) for s in train_stems],
+                                EncoderConfig(steps=encoder_steps, seed=seed), provenance=prov, log=log)
+        enc.save(str(enc_path))
+    enc_s = time.perf_counter() - t
+
+    return {"ds": ds, "splits": splits, "train": train_stems, "train_dir": train_dir, "a": a_stems, "b": b_stems,
+            "real": real, "encoder": enc, "encoder_s": enc_s, "provenance": prov}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", help="work folder (kept; default: a temporary one)")
@@ -98,15 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from rbcray.cli.train_cmds import resolve_config
-    from rbcray.data.annotate import annotate_source, config_for_source
-    from rbcray.data.dataset import Dataset, DatasetWriter
-    from rbcray.data.provenance import provenance_record
-    from rbcray.data.registry import resolve_dataset
-    from rbcray.data.sources import open_source
-    from rbcray.data.splits import make_splits
     from rbcray.evaluate.c2st import C2STParams
-    from rbcray.evaluate.data import Sample
-    from rbcray.evaluate.encoder import EncoderConfig, RealEncoder
     from rbcray.evaluate.families import CompareParams, markdown_table, side_by_side
 
     def log(m: str) -> None:
@@ -115,33 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start, c_start = time.perf_counter(), cpu_seconds()
     work = Path(args.work or tempfile.mkdtemp(prefix="rbcray-families-"))
     work.mkdir(parents=True, exist_ok=True)
-    ann = work / "annotated"
-    if not (ann / "dataset.json").exists():
-        src = open_source("chula-rbc-12", resolve_dataset("chula-rbc-12"))
-        annotate_source(src, ann, config_for_source(src.name), limit=args.images)
-    ds = Dataset.open(ann)
-    splits = make_splits(ds.stems, dataset="chula-rbc-12", val=args.val, test=args.test, seed=args.seed)
-    train_stems = splits.stems("train")
-    held = sorted(splits.stems("val") + splits.stems("test"), key=lambda s: (len(s), s))
-    a_stems, b_stems = held[0::2], held[1::2]
-    train_dir = work / "train"
-    if not (train_dir / "dataset.json").exists():
-        with DatasetWriter(train_dir, name="chula-rbc-12", kind="annotated") as w:
-            for s in train_stems:
-                w.add(s, ds.load_instances(s), image=ds.load_image(s), categories=ds.load_categories(s))
-    prov = provenance_record("chula-rbc-12", train_stems, root=str(ann), splits=splits, role="train")
-    log(f"{len(ds)} images: train {len(train_stems)}, held-out A {len(a_stems)} / B {len(b_stems)}")
-
-    real = {s: Sample(s, "real", ds.load_image(s), ds.load_instances(s)) for s in held}
-    enc_path = work / "encoder.pt"
-    t = time.perf_counter()
-    if enc_path.exists():
-        enc = RealEncoder.load(str(enc_path))
-    else:
-        enc = RealEncoder.train([Sample(s, "real", ds.load_image(s), ds.load_instances(s)) for s in train_stems],
-                                EncoderConfig(steps=args.encoder_steps, seed=args.seed), provenance=prov, log=log)
-        enc.save(str(enc_path))
-    enc_s = time.perf_counter() - t
+    d = prepare(work, args.images, args.val, args.test, args.seed, args.encoder_steps, log)
+    ds, train_dir, a_stems, b_stems, real, enc, enc_s = (d[k] for k in ("ds", "train_dir", "a", "b", "real", "encoder", "encoder_s"))
+    train_stems = d["train"]
 
     p2p_cfg = resolve_config(args.p2p_config, "pix2pixhd")
     p2p_cfg = replace(p2p_cfg.with_epochs(args.p2p_epochs), vgg_loss=False, seed=args.seed)

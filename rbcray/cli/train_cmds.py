@@ -51,6 +51,7 @@ def config_from_args(args: argparse.Namespace):
         "samples_per_epoch": args.samples_per_epoch,
         "vgg_loss": False if args.no_vgg_loss else None,
         "crop_size": list(args.crop) if args.crop is not None else None,
+        "perceptual_encoder": args.perceptual_encoder,
     }
     cfg = replace(cfg, **overrides)
     return cfg.with_epochs(args.epochs)
@@ -68,6 +69,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     wait_s = parse_duration(args.wait_for_resources)
     splits, role = load_selection(args.splits, args.split)
+    if getattr(cfg, "perceptual_encoder", None):  # a config key of every family; checked before the cluster starts
+        from rbcray.train.perceptual import check_for_run
+
+        check_for_run(cfg.perceptual_encoder, args.data, splits, role)
     val = None
     if args.val_data or args.val_encoder:
         from rbcray.train.validate import ValSpec
@@ -161,6 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, nargs=2, metavar=("W", "H"), help="training crop size (stage 2)")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-vgg-loss", action="store_true", help="pix2pixHD: train without the VGG19 perceptual loss")
+    p.add_argument("--perceptual-encoder", help="'rbcray encoder' file learned from this run's training images: "
+                   "its features give a perceptual loss without downloaded weights (either family)")
     p.add_argument("--vgg-weights", help="pix2pixHD: torchvision VGG19 weights file (default: torch hub cache)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-ray", action="store_true", help="single-process loop in this process (no Ray)")

@@ -71,6 +71,10 @@ class Pix2PixHDTrainConfig:
     #: false: VGG19 sees images in [-1, 1] as NVIDIA's pix2pixHD feeds it (its VGGLoss applies no
     #: normalisation); true: mapped to [0, 1] and normalised with ImageNet's mean and std
     vgg_imagenet_norm: bool = False
+    #: perceptual loss without downloaded weights: an 'rbcray encoder' file learned from this run's
+    #: training images (rbcray.train.perceptual); None: off
+    perceptual_encoder: str | None = None
+    lambda_perceptual: float = 10.0
     #: training on a few dozen images (issue 13; all off in the paper's recipe):
     #: DiffAugment policy for D's inputs, comma-separated of color, translation, cutout ('' off)
     diffaug: str = ""
@@ -107,6 +111,7 @@ class Pix2PixHDTrainConfig:
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)")
         check(self.lambda_fm >= 0 and self.lambda_vgg >= 0, "lambda_fm and lambda_vgg must be >= 0")
+        check(self.lambda_perceptual >= 0, f"lambda_perceptual must be >= 0, got {self.lambda_perceptual}")
         check(self.style_clusters >= 1, f"style_clusters must be >= 1, got {self.style_clusters}")
         check(self.checkpoint_every >= 1 and self.keep_checkpoints >= 1, "checkpoint_every and keep_checkpoints must be >= 1")
         check(self.grid_samples >= 1, "grid_samples must be >= 1")

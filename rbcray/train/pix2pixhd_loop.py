@@ -44,7 +44,7 @@ from rbcray.train.diffaug import diff_augment, parse_policy
 from rbcray.train.pix2pixhd import Pix2PixHDTrainConfig, config_json
 from rbcray.train.pix2pixhd_data import CropSpec, PairDataset, check_pairs, collate
 
-LOSS_KEYS = ("G_GAN", "G_FM", "G_VGG", "D_real", "D_fake", "D_r1", "L1")
+LOSS_KEYS = ("G_GAN", "G_FM", "G_VGG", "G_PERC", "D_real", "D_fake", "D_r1", "L1")
 
 
 def open_dataset(data: str | Path) -> Dataset:
@@ -93,6 +93,11 @@ class Trainer:
         self.vgg = None
         if cfg.vgg_loss and cfg.lambda_vgg > 0:
             self.vgg = VGGLoss(resolve_vgg_weights(cfg.vgg_weights), imagenet_norm=cfg.vgg_imagenet_norm).to(self.device)
+        self.perceptual = None  # the real-image encoder's features (rbcray.train.perceptual), when configured
+        if cfg.perceptual_encoder and cfg.lambda_perceptual > 0:
+            from rbcray.train.perceptual import load_perceptual
+
+            self.perceptual = load_perceptual(cfg.perceptual_encoder, self.provenance, self.device)
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
         self.resumes: list[int] = []  # epochs at which training was resumed from a checkpoint
@@ -218,6 +223,8 @@ class Trainer:
             }
             if self.vgg is not None:
                 losses["G_VGG"] = self.vgg(fake, real) * c.lambda_vgg
+            if self.perceptual is not None:
+                losses["G_PERC"] = self.perceptual(fake, real) * c.lambda_perceptual
         self.opt_G.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         self.opt_G.step()
@@ -277,7 +284,7 @@ class Trainer:
             dist.all_reduce(sec, op=dist.ReduceOp.MAX)
             seconds = float(sec.item())
         count = max(float(sums[-1]), 1.0)
-        absent = {"G_VGG": self.vgg is None, "D_r1": self.cfg.r1_gamma == 0}
+        absent = {"G_VGG": self.vgg is None, "G_PERC": self.perceptual is None, "D_r1": self.cfg.r1_gamma == 0}
         m: dict[str, Any] = {k: float(sums[i]) / count for i, k in enumerate(LOSS_KEYS) if not absent.get(k)}
         m.update(epoch=epoch + 1, stage=self.cfg.stage_of(epoch), lr=self.cfg.lr_at(epoch), images=int(count),
                  seconds=seconds, img_s=count / max(seconds, 1e-9), time=time.time())

@@ -41,7 +41,7 @@ from rbcray.models.unet_wgangp.losses import gradient_penalty, r1_penalty
 from rbcray.train.diffaug import diff_augment, parse_policy
 from rbcray.train.pix2pixhd_data import CropSpec, PairDataset, collate
 
-LOSS_KEYS = ("D_loss", "D_wdist", "D_gp", "D_r1", "G_adv", "G_L1")
+LOSS_KEYS = ("D_loss", "D_wdist", "D_gp", "D_r1", "G_adv", "G_L1", "G_perc")
 MODEL_FILES = ("generator.pt", "config.json", "stats.json")
 
 
@@ -70,6 +70,11 @@ class Trainer:
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.policy = parse_policy(cfg.diffaug)
+        self.perceptual = None
+        if cfg.perceptual_encoder and cfg.lambda_perceptual > 0:
+            from rbcray.train.perceptual import load_perceptual
+
+            self.perceptual = load_perceptual(cfg.perceptual_encoder, self.provenance, self.device)
         self.epoch = 0  # completed epochs
         self.step = 0  # critic steps so far (a G step follows every n_critic-th)
         self.history: list[dict[str, Any]] = []
@@ -140,6 +145,9 @@ class Trainer:
         losses = {"G_adv": -self.D(la, fa).mean()}
         l1 = (fake - real).abs().mean()
         total = losses["G_adv"] + (c.lambda_l1 * l1 if c.lambda_l1 > 0 else 0.0)
+        if self.perceptual is not None:
+            losses["G_perc"] = self.perceptual(fake, real) * c.lambda_perceptual
+            total = total + losses["G_perc"]
         self.opt_G.zero_grad(set_to_none=True)
         total.backward()
         self._sync(self.G)

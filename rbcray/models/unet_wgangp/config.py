@@ -71,6 +71,10 @@ class UNetWGANGPTrainConfig:
     lambda_l1: float = 0.0
     #: optional R1 penalty on real pairs (gamma / 2 * ||grad D(real)||^2; 0: off)
     r1_gamma: float = 0.0
+    #: perceptual loss without downloaded weights: an 'rbcray encoder' file learned from this run's
+    #: training images (rbcray.train.perceptual); None: off
+    perceptual_encoder: str | None = None
+    lambda_perceptual: float = 10.0
     #: DiffAugment policy for the critic's inputs: comma-separated of color, translation, cutout ('' off)
     diffaug: str = ""
     #: EMA of G's weights used for samples and the exported model (0: no EMA, the raw weights)
@@ -93,7 +97,7 @@ class UNetWGANGPTrainConfig:
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)")
         check(self.n_critic >= 1, f"n_critic must be >= 1, got {self.n_critic}")
-        for k in ("lambda_gp", "lambda_l1", "r1_gamma"):
+        for k in ("lambda_gp", "lambda_l1", "r1_gamma", "lambda_perceptual"):
             check(getattr(self, k) >= 0, f"{k} must be >= 0, got {getattr(self, k)}")
         check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         from rbcray.train.diffaug import parse_policy
