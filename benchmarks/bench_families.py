@@ -76,6 +76,18 @@ def translate_set(ck: str, samples, ds, seed: int):
     return out
 
 
+def log(m: str) -> None:
+    print(m, file=sys.stderr, flush=True)
+
+
+def add_scoring_args(ap: argparse.ArgumentParser, encoder_steps: int) -> None:
+    """Options of the scoring side that the family benchmarks share."""
+    ap.add_argument("--encoder-steps", type=int, default=encoder_steps)
+    ap.add_argument("--c2st-epochs", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-json", help="write the report JSON here")
+
+
 def prepare(work: Path, images: int, val: float, test: float, seed: int, encoder_steps: int, log) -> dict:
     """Annotate the first ``images`` Chula smears into ``work`` (reused when there), split them by
     image, write the train images as their own dataset, and train (or load) the scoring encoder on
@@ -136,18 +148,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="train EACH family for this many CPU-minutes of this process (stopping at the first epoch end "
                          "past it; overrides --p2p-epochs and --budget-s)")
     ap.add_argument("--reuse", action="store_true", help="with --cpu-minutes: keep a family already trained in --work")
-    ap.add_argument("--encoder-steps", type=int, default=400)
-    ap.add_argument("--c2st-epochs", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-json", help="write the report JSON here")
+    add_scoring_args(ap, encoder_steps=400)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from rbcray.cli.train_cmds import resolve_config
     from rbcray.evaluate.c2st import C2STParams
     from rbcray.evaluate.families import CompareParams, markdown_table, side_by_side
-
-    def log(m: str) -> None:
-        print(m, file=sys.stderr, flush=True)
 
     t_start, c_start = time.perf_counter(), cpu_seconds()
     work = Path(args.work or tempfile.mkdtemp(prefix="rbcray-families-"))

@@ -31,7 +31,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-from bench_families import cpu_seconds, prepare, train_budget, translate_set  # noqa: E402
+from bench_families import add_scoring_args, cpu_seconds, log, prepare, train_budget, translate_set  # noqa: E402
 
 from rbcray.config import replace  # noqa: E402
 
@@ -44,10 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="demo", help="the family's preset or config file (default demo)")
     ap.add_argument("--cpu-minutes", type=float, default=4.0, help="training budget of EACH run (default 4)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--encoder-steps", type=int, default=300)
-    ap.add_argument("--c2st-epochs", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-json", help="write the report JSON here")
+    add_scoring_args(ap, encoder_steps=300)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from rbcray.cli.train_cmds import resolve_config
@@ -55,9 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     from rbcray.evaluate.data import Sample
     from rbcray.evaluate.encoder import EncoderConfig, RealEncoder
     from rbcray.evaluate.families import CompareParams, markdown_table, side_by_side
-
-    def log(m: str) -> None:
-        print(m, file=sys.stderr, flush=True)
 
     work = Path(args.work or tempfile.mkdtemp(prefix="rbcray-perceptual-"))
     work.mkdir(parents=True, exist_ok=True)
